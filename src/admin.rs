@@ -1,0 +1,149 @@
+//! The admin listener: `/metrics` (Prometheus text), `/healthz` (alive) and `/readyz`
+//! (config loaded and every proxy listener accepting). A deliberately small HTTP/1.1 server:
+//! one request per connection, answered and closed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::metrics::Metrics;
+
+/// What the admin endpoints need to answer.
+pub struct AdminState {
+    pub metrics: Arc<Metrics>,
+    /// The proxy's listen addresses, as bound.
+    pub proxy_listen: Vec<SocketAddr>,
+}
+
+/// Serve admin requests on `listener` until `shutdown` turns true.
+pub async fn serve(
+    listener: std::net::TcpListener,
+    state: Arc<AdminState>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let listener = match listener
+        .set_nonblocking(true)
+        .and_then(|()| TcpListener::from_std(listener))
+    {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("admin listener unusable: {e}");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    let state = state.clone();
+                    tokio::spawn(async move { handle(stream, &state).await });
+                }
+            }
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() { return; }
+            }
+        }
+    }
+}
+
+async fn handle(mut stream: TcpStream, state: &AdminState) {
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0;
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let n = stream.read(&mut buf[len..]).await?;
+            if n == 0 {
+                break;
+            }
+            len += n;
+            if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") || len == buf.len() {
+                break;
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+    if !matches!(read, Ok(Ok(()))) {
+        return;
+    }
+    let head = String::from_utf8_lossy(&buf[..len]);
+    let mut parts = head.lines().next().unwrap_or("").split_whitespace();
+    let method = parts.next().unwrap_or("");
+    let target = parts.next().unwrap_or("");
+    let path = target.split('?').next().unwrap_or("");
+    let (status, ctype, body): (&str, &str, Vec<u8>) = match (method, path) {
+        ("GET", "/metrics") => (
+            "200 OK",
+            "text/plain; version=0.0.4",
+            state.metrics.render(),
+        ),
+        ("GET", "/healthz") => ("200 OK", "text/plain", b"ok\n".to_vec()),
+        ("GET", "/readyz") => {
+            let down = not_accepting(&state.proxy_listen).await;
+            if down.is_empty() {
+                ("200 OK", "text/plain", b"ready\n".to_vec())
+            } else {
+                let list: Vec<String> = down.iter().map(|a| a.to_string()).collect();
+                (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    format!(
+                        "not ready: proxy listener not accepting on {}\n",
+                        list.join(", ")
+                    )
+                    .into_bytes(),
+                )
+            }
+        }
+        (_, "/metrics" | "/healthz" | "/readyz") => (
+            "405 Method Not Allowed",
+            "text/plain",
+            b"use GET\n".to_vec(),
+        ),
+        _ => (
+            "404 Not Found",
+            "text/plain",
+            b"not found: the admin listener serves /metrics, /healthz and /readyz\n".to_vec(),
+        ),
+    };
+    let header = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(header.as_bytes()).await;
+    if method != "HEAD" {
+        let _ = stream.write_all(&body).await;
+    }
+    let _ = stream.shutdown().await;
+}
+
+/// The listeners that do not accept a TCP connection right now.
+async fn not_accepting(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
+    let mut down = Vec::new();
+    for a in addrs {
+        let target = loopback_for(*a);
+        let ok = matches!(
+            tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(target)).await,
+            Ok(Ok(_))
+        );
+        if !ok {
+            down.push(*a);
+        }
+    }
+    down
+}
+
+/// A wildcard listen address is checked through loopback.
+fn loopback_for(a: SocketAddr) -> SocketAddr {
+    let mut t = a;
+    if a.ip().is_unspecified() {
+        t.set_ip(match a {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    t
+}

@@ -1,0 +1,74 @@
+//! The `stitch` command: run the proxy, check a configuration, or explain a request.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "stitch",
+    version,
+    about = "An edge proxy that keeps RUM sessions linked to backend traces"
+)]
+struct Cli {
+    /// Configuration file to run with.
+    #[arg(short, long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a configuration file and report every problem with its line.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Some(path) = cli.config else {
+        eprintln!("stitch: --config FILE is required (try conf/stitch.toml)");
+        return ExitCode::from(2);
+    };
+    let config = match stitch::config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    match cli.command {
+        Some(Command::Check) => {
+            println!(
+                "{}: ok ({} routes, {} upstreams)",
+                path.display(),
+                config.routes.len(),
+                config.upstreams.len()
+            );
+            ExitCode::SUCCESS
+        }
+        None => run(config),
+    }
+}
+
+fn run(config: stitch::config::Config) -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,stitch=info"))
+        .init();
+    let built = match stitch::server::build(config) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("stitch: cannot start: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
+    for a in &built.proxy_addrs {
+        eprintln!("stitch: proxy listening on http://{a}");
+    }
+    eprintln!("stitch: admin listening on http://{}", built.admin_addr);
+    built.server.run(pingora::server::RunArgs {
+        shutdown_signal: Box::new(built.drain),
+    });
+    eprintln!("stitch: stopped");
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,169 @@
+//! Every Prometheus metric stitch exposes, registered once in one registry. Per-route handles
+//! are resolved at start-up so the request path never looks up labels for them.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Status classes in the order of [`RouteMetrics::requests`].
+const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
+
+/// The process-wide metrics.
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub duration: HistogramVec,
+    pub upstream_errors: IntCounterVec,
+    pub propagation_extracted: IntCounterVec,
+    pub propagation_injected: IntCounterVec,
+    pub propagation_invalid: IntCounterVec,
+    pub propagation_conflicts: IntCounterVec,
+    pub cors_preflight: IntCounterVec,
+    pub cors_refused_header: IntCounterVec,
+    pub sampling_decisions: IntCounterVec,
+    pub sampling_overridden: IntCounterVec,
+}
+
+/// Handles for one route, resolved once.
+pub struct RouteMetrics {
+    requests: [IntCounter; 6],
+    pub duration: Histogram,
+}
+
+impl RouteMetrics {
+    /// Count one finished request with this status (0 = no response was sent).
+    pub fn observe(&self, status: u16, seconds: f64) {
+        let idx = match status {
+            100..=199 => 0,
+            200..=299 => 1,
+            300..=399 => 2,
+            400..=499 => 3,
+            500..=599 => 4,
+            _ => 5,
+        };
+        self.requests[idx].inc();
+        self.duration.observe(seconds);
+    }
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name} is malformed: {e}"));
+    registry
+        .register(Box::new(c.clone()))
+        .unwrap_or_else(|e| panic!("metric {name} registered twice: {e}"));
+    c
+}
+
+impl Metrics {
+    /// Create and register every metric. Panics only on a programming error (a malformed or
+    /// doubly-registered metric), never on input.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests = counter(
+            &registry,
+            "stitch_requests_total",
+            "Requests handled, by route and response status class.",
+            &["route", "status_class"],
+        );
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "stitch_request_duration_seconds",
+                "Time from request start to the end of the response, by route.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
+            &["route"],
+        )
+        .expect("duration histogram");
+        registry
+            .register(Box::new(duration.clone()))
+            .expect("register duration histogram");
+        Metrics {
+            requests,
+            duration,
+            upstream_errors: counter(
+                &registry,
+                "stitch_upstream_errors_total",
+                "Failures talking to an upstream, by route and kind.",
+                &["route", "kind"],
+            ),
+            propagation_extracted: counter(
+                &registry,
+                "stitch_propagation_extracted_total",
+                "Valid trace contexts read from requests, by format.",
+                &["format"],
+            ),
+            propagation_injected: counter(
+                &registry,
+                "stitch_propagation_injected_total",
+                "Trace contexts written to upstream requests, by format.",
+                &["format"],
+            ),
+            propagation_invalid: counter(
+                &registry,
+                "stitch_propagation_invalid_total",
+                "Malformed trace headers treated as absent, by format and reason.",
+                &["format", "reason"],
+            ),
+            propagation_conflicts: counter(
+                &registry,
+                "stitch_propagation_conflicts_total",
+                "Disagreements between formats on one request, by kind.",
+                &["kind"],
+            ),
+            cors_preflight: counter(
+                &registry,
+                "stitch_cors_preflight_total",
+                "CORS preflights, by route and result.",
+                &["route", "result"],
+            ),
+            cors_refused_header: counter(
+                &registry,
+                "stitch_cors_refused_header_total",
+                "Request headers a preflight asked for and stitch did not allow, by header.",
+                &["header"],
+            ),
+            sampling_decisions: counter(
+                &registry,
+                "stitch_sampling_decisions_total",
+                "Sampling decisions written upstream, by route, source and decision.",
+                &["route", "source", "decision"],
+            ),
+            sampling_overridden: counter(
+                &registry,
+                "stitch_sampling_overridden_total",
+                "Incoming sampling decisions stitch did not honour as sent, by route and reason.",
+                &["route", "reason"],
+            ),
+            registry,
+        }
+    }
+
+    /// Resolve the handles of one route.
+    pub fn route(&self, route: &str) -> RouteMetrics {
+        RouteMetrics {
+            requests: STATUS_CLASSES.map(|c| self.requests.with_label_values(&[route, c])),
+            duration: self.duration.with_label_values(&[route]),
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        let families = self.registry.gather();
+        if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
+            log::warn!("metrics encoding failed: {e}");
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

@@ -1,0 +1,455 @@
+//! Test harness: start the real stitch binary on ephemeral ports, a small real HTTP upstream,
+//! and helpers to talk to both. Readiness is awaited by polling with a deadline, never by sleeping
+//! a fixed time.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// A running stitch process.
+pub struct Stitch {
+    pub child: Child,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub stdout_lines: Arc<Mutex<Vec<String>>>,
+    pub stderr_lines: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+pub fn stitch_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_stitch")
+}
+
+pub fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn pump(
+    stream: impl Read + Send + 'static,
+    sink: Arc<Mutex<Vec<String>>>,
+    tx: Option<mpsc::Sender<String>>,
+) {
+    thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if let Some(tx) = &tx {
+                let _ = tx.send(line.clone());
+            }
+            sink.lock().unwrap().push(line);
+        }
+    });
+}
+
+impl Stitch {
+    /// Start stitch on `config` (TOML text). The config should listen on `127.0.0.1:0` for both
+    /// the proxy and the admin listener; [`base_config`] gives such a header.
+    pub fn start(config: &str) -> Stitch {
+        Stitch::start_with_env(config, &[])
+    }
+
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Stitch {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stitch.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut cmd = Command::new(stitch_bin());
+        cmd.arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "warn,stitch=info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn stitch");
+        let stdout_lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr_lines = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        pump(child.stdout.take().unwrap(), stdout_lines.clone(), None);
+        pump(child.stderr.take().unwrap(), stderr_lines.clone(), Some(tx));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (mut proxy, mut admin) = (None, None);
+        while proxy.is_none() || admin.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(a) = line.strip_prefix("stitch: proxy listening on http://") {
+                        proxy.get_or_insert(a.parse::<SocketAddr>().unwrap());
+                    }
+                    if let Some(a) = line.strip_prefix("stitch: admin listening on http://") {
+                        admin = Some(a.parse::<SocketAddr>().unwrap());
+                    }
+                }
+                Err(_) => panic!(
+                    "stitch did not report its listeners; stderr:\n{}",
+                    stderr_lines.lock().unwrap().join("\n")
+                ),
+            }
+        }
+        let s = Stitch {
+            child,
+            proxy: proxy.unwrap(),
+            admin: admin.unwrap(),
+            stdout_lines,
+            stderr_lines,
+            _dir: dir,
+        };
+        s.wait_ready();
+        s
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = get(&format!("http://{}/readyz", self.admin), &[]) {
+                if r.status == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stitch never became ready; stderr:\n{}",
+                self.stderr_lines.lock().unwrap().join("\n")
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.proxy, path)
+    }
+
+    pub fn metrics(&self) -> String {
+        get(&format!("http://{}/metrics", self.admin), &[])
+            .unwrap()
+            .body
+    }
+
+    /// Send SIGTERM (graceful shutdown).
+    pub fn terminate(&self) {
+        let ok = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -TERM failed");
+    }
+
+    /// Wait for the process to exit, with a deadline.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Stitch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `[server]` and `[admin]` sections on ephemeral loopback ports.
+pub fn base_config() -> String {
+    "[server]\nlisten = [\"127.0.0.1:0\"]\nthreads = 1\nshutdown_grace_seconds = 0\nshutdown_timeout_seconds = 5\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n".to_string()
+}
+
+/// A minimal HTTP response as seen by a test client.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    /// Lowercase names; repeated headers appear repeatedly.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection (`Connection: close`), any status accepted.
+pub fn request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let mut stream = TcpStream::connect(authority)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("host: {authority}\r\n"));
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!(
+        "content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    ));
+    stream.write_all(req.as_bytes())?;
+    stream.write_all(body)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    parse_response(&raw, method == "HEAD")
+}
+
+pub fn get(url: &str, headers: &[(&str, &str)]) -> std::io::Result<Response> {
+    request("GET", url, headers, b"")
+}
+
+fn parse_response(raw: &[u8], head_only: bool) -> std::io::Result<Response> {
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no header end"))?;
+    let head = String::from_utf8_lossy(&raw[..end]);
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().ok_or_else(|| bad("empty"))?;
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("bad status line"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[end + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    if chunked && !head_only {
+        body = dechunk(&body);
+    }
+    Ok(Response {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(i) = data.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&data[..i]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = i + 2;
+        out.extend_from_slice(&data[start..(start + size).min(data.len())]);
+        data = &data[(start + size + 2).min(data.len())..];
+    }
+    out
+}
+
+/// A request the test upstream received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    /// Lowercase names in arrival order.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn has_prefix(&self, prefix: &str) -> bool {
+        self.headers.iter().any(|(k, _)| k.starts_with(prefix))
+    }
+}
+
+/// How the test upstream answers.
+#[derive(Clone, Default)]
+pub struct Behaviour {
+    pub status: u16,
+    /// Extra response headers (for CORS tests).
+    pub headers: Vec<(String, String)>,
+    /// Wait this long before answering (a slow upstream).
+    pub delay: Option<Duration>,
+    pub body: Option<String>,
+}
+
+/// A real HTTP/1.1 upstream on an ephemeral port, one thread per connection, keep-alive aware.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub received: Arc<Mutex<Vec<Recorded>>>,
+    pub behaviour: Arc<Mutex<Behaviour>>,
+}
+
+impl Upstream {
+    pub fn start() -> Upstream {
+        Upstream::with(Behaviour {
+            status: 200,
+            ..Default::default()
+        })
+    }
+
+    pub fn with(b: Behaviour) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let behaviour = Arc::new(Mutex::new(b));
+        let (rec, beh) = (received.clone(), behaviour.clone());
+        thread::spawn(move || {
+            for stream in listener.incoming().map_while(Result::ok) {
+                let (rec, beh) = (rec.clone(), beh.clone());
+                thread::spawn(move || serve_conn(stream, rec, beh));
+            }
+        });
+        Upstream {
+            addr,
+            received,
+            behaviour,
+        }
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.received.lock().unwrap().clone()
+    }
+
+    pub fn last(&self) -> Recorded {
+        self.requests()
+            .last()
+            .cloned()
+            .expect("the upstream received no request")
+    }
+}
+
+fn serve_conn(mut stream: TcpStream, rec: Arc<Mutex<Vec<Recorded>>>, beh: Arc<Mutex<Behaviour>>) {
+    let mut buf = Vec::new();
+    loop {
+        // Read one request head.
+        let end = loop {
+            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p;
+            }
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        buf.drain(..end + 4);
+        let mut lines = head.split("\r\n");
+        let mut first = lines.next().unwrap_or("").split_whitespace();
+        let method = first.next().unwrap_or("").to_string();
+        let path = first.next().unwrap_or("").to_string();
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let len: usize = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        while buf.len() < len {
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buf.drain(..len);
+        let close = headers
+            .iter()
+            .any(|(k, v)| k == "connection" && v.eq_ignore_ascii_case("close"));
+        let b = beh.lock().unwrap().clone();
+        let mut map = BTreeMap::new();
+        for (k, v) in &headers {
+            map.entry(k.clone())
+                .or_insert_with(Vec::new)
+                .push(v.clone());
+        }
+        rec.lock().unwrap().push(Recorded {
+            method: method.clone(),
+            path: path.clone(),
+            headers,
+        });
+        if let Some(d) = b.delay {
+            thread::sleep(d);
+        }
+        let body = b.body.clone().unwrap_or_else(|| {
+            serde_json::json!({"method": method, "path": path, "headers": map}).to_string()
+        });
+        let mut resp = format!(
+            "HTTP/1.1 {} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+            b.status,
+            body.len()
+        );
+        for (k, v) in &b.headers {
+            resp.push_str(&format!("{k}: {v}\r\n"));
+        }
+        resp.push_str("\r\n");
+        if stream.write_all(resp.as_bytes()).is_err() || stream.write_all(body.as_bytes()).is_err()
+        {
+            return;
+        }
+        if close {
+            return;
+        }
+    }
+}
+
+/// A TCP port nothing listens on (bound, then closed).
+pub fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// The venv python with the real peers (created by `.ci/setup test`).
+pub fn peers_python() -> PathBuf {
+    if let Ok(p) = std::env::var("STITCH_PEERS_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let p = manifest_dir().join("target/peers-venv/bin/python");
+    assert!(
+        Path::new(&p).exists(),
+        "{} is missing: run `.ci/setup test` to create the venv of real peers",
+        p.display()
+    );
+    p
+}

@@ -23,6 +23,19 @@ struct Cli {
 enum Command {
     /// Validate a configuration file and report every problem with its line.
     Check,
+    /// Show what stitch extracts from a request on a route, which format wins and why, the
+    /// sampling decision, and the exact trace headers it would send upstream.
+    Explain {
+        /// The route's name (as in metrics).
+        #[arg(long)]
+        route: String,
+        /// A request header, `name: value` (repeatable).
+        #[arg(short = 'H', long = "header")]
+        headers: Vec<String>,
+        /// The client address (for `trust` rules).
+        #[arg(long)]
+        client: Option<std::net::IpAddr>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -47,6 +60,24 @@ fn main() -> ExitCode {
                 config.upstreams.len()
             );
             ExitCode::SUCCESS
+        }
+        Some(Command::Explain {
+            route,
+            headers,
+            client,
+        }) => {
+            let result = stitch::explain::parse_headers(&headers)
+                .and_then(|h| stitch::explain::explain(&config, &route, &h, client));
+            match result {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("stitch explain: {e}");
+                    ExitCode::from(2)
+                }
+            }
         }
         None => run(config),
     }

@@ -112,7 +112,7 @@ mod tests {
             path: path.into(),
             target: Target::Echo,
             cors: None,
-            propagation: None,
+            propagation: 0,
         }
     }
 

@@ -14,9 +14,10 @@ use std::time::Duration;
 use tokio::signal::unix;
 
 use crate::admin::{self, AdminState};
-use crate::config::Config;
+use crate::config::{Config, ServiceSettings};
 use crate::metrics::Metrics;
 use crate::proxy::{Pool, Stitch};
+use crate::span::{DatadogExport, ExportConfig, ExportMetrics, Exporter, OtlpExport, ServiceInfo};
 
 /// A running-to-be server and the addresses it will serve on.
 pub struct Built {
@@ -35,6 +36,10 @@ pub struct DrainOnTerm {
     pub inflight: Arc<AtomicUsize>,
     pub grace: Duration,
     pub timeout: Duration,
+    /// Tells the span exporter to flush and stop.
+    pub export_stop: tokio::sync::watch::Sender<bool>,
+    /// Resolves when the exporter has flushed.
+    pub export_done: tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
 }
 
 #[async_trait]
@@ -70,6 +75,16 @@ impl ShutdownSignalWatch for DrainOnTerm {
         if left > 0 {
             log::warn!("shutdown timeout reached with {left} request(s) still in flight");
         }
+        // Flush pending spans within what is left of the shutdown timeout (at least 1 s).
+        let _ = self.export_stop.send(true);
+        if let Some(done) = self.export_done.lock().await.take() {
+            let left = deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .max(Duration::from_secs(1));
+            if tokio::time::timeout(left, done).await.is_err() {
+                log::warn!("span export did not finish flushing within {left:?}");
+            }
+        }
         ShutdownSignal::GracefulTerminate
     }
 }
@@ -90,6 +105,38 @@ fn resolve_listen(addrs: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
             Ok(probe.local_addr()?)
         })
         .collect()
+}
+
+/// The exporter, its stop signal, and where it reports that the flush is done.
+type ExportJob = (
+    Exporter,
+    tokio::sync::watch::Receiver<bool>,
+    tokio::sync::oneshot::Sender<()>,
+);
+
+struct ExportService {
+    exporter: Mutex<Option<ExportJob>>,
+}
+
+#[async_trait]
+impl BackgroundService for ExportService {
+    async fn start(&self, _shutdown: ShutdownWatch) {
+        let job = self.exporter.lock().ok().and_then(|mut j| j.take());
+        if let Some((exporter, stop, done)) = job {
+            exporter.run(stop).await;
+            let _ = done.send(());
+        }
+    }
+}
+
+/// `DD_SERVICE`, `DD_ENV` and `DD_VERSION` override the config's service settings.
+pub fn service_with_env(s: &ServiceSettings) -> ServiceSettings {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    ServiceSettings {
+        name: var("DD_SERVICE").unwrap_or_else(|| s.name.clone()),
+        env: var("DD_ENV").or_else(|| s.env.clone()),
+        version: var("DD_VERSION").or_else(|| s.version.clone()),
+    }
 }
 
 struct AdminService {
@@ -167,11 +214,55 @@ pub fn build(config: Config) -> anyhow::Result<Built> {
         });
     }
 
-    let app = Stitch::new(config.clone(), pools, metrics.clone());
+    let service = service_with_env(&config.service);
+    let e = &config.export;
+    let export_cfg = ExportConfig {
+        datadog: e
+            .datadog_agent_url
+            .clone()
+            .map(|agent_url| DatadogExport { agent_url }),
+        otlp: e
+            .otlp_endpoint
+            .clone()
+            .map(|endpoint| OtlpExport { endpoint }),
+        queue_capacity: e.queue_capacity,
+        batch_size: e.batch_size,
+        flush_interval: e.flush_interval,
+        max_retries: e.max_retries,
+        backoff: e.retry_backoff,
+        request_timeout: e.request_timeout,
+        shutdown_timeout: config.server.shutdown_timeout.max(Duration::from_secs(1)),
+    }
+    .with_env_overrides();
+    let export_metrics = ExportMetrics::register(&metrics.registry)
+        .map_err(|e| anyhow::anyhow!("export metrics: {e}"))?;
+    let svc = ServiceInfo {
+        service: service.name.clone(),
+        env: service.env.clone(),
+        version: service.version.clone(),
+    };
+    let (sink, exporter) = crate::span::build(export_cfg, svc, export_metrics);
+    let (export_stop, stop_rx) = tokio::sync::watch::channel(false);
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let export_done = if exporter.is_empty() {
+        None
+    } else {
+        server.add_service(background_service(
+            "span export",
+            ExportService {
+                exporter: Mutex::new(Some((exporter, stop_rx, done_tx))),
+            },
+        ));
+        Some(done_rx)
+    };
+
+    let app = Stitch::new(config.clone(), pools, metrics.clone(), sink, service);
     let drain = DrainOnTerm {
         inflight: app.inflight.clone(),
         grace: config.server.shutdown_grace,
         timeout: config.server.shutdown_timeout,
+        export_stop,
+        export_done: tokio::sync::Mutex::new(export_done),
     };
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, app);
     for a in &proxy_addrs {

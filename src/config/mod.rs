@@ -57,6 +57,52 @@ pub struct Config {
     pub access_log: AccessLog,
     pub upstreams: Vec<Upstream>,
     pub routes: Vec<Route>,
+    /// CORS policies by name, referenced by index from routes.
+    pub cors: Vec<NamedCors>,
+    /// Propagation profiles; index 0 is the default profile used by routes that name none.
+    pub profiles: Vec<Profile>,
+    pub export: ExportSettings,
+}
+
+/// A named CORS policy.
+#[derive(Debug, Clone)]
+pub struct NamedCors {
+    pub name: String,
+    pub policy: crate::cors::CorsPolicy,
+}
+
+/// A propagation profile: which formats are read and written, and the sampling rules.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub name: String,
+    pub extract: Vec<crate::propagation::Format>,
+    pub inject: Vec<crate::propagation::Format>,
+    pub sampling: crate::sampling::SamplingPolicy,
+}
+
+impl Profile {
+    /// Name of the profile routes use when they name none.
+    pub const DEFAULT: &'static str = "default";
+
+    /// An empty profile (no extract, no inject) passes trace headers through untouched.
+    pub fn is_passthrough(&self) -> bool {
+        self.extract.is_empty() && self.inject.is_empty()
+    }
+}
+
+/// Where edge spans go (the span exporter's settings before environment overrides).
+#[derive(Debug, Clone)]
+pub struct ExportSettings {
+    pub datadog_agent_url: Option<String>,
+    pub otlp_endpoint: Option<String>,
+    pub queue_capacity: usize,
+    pub batch_size: usize,
+    pub flush_interval: Duration,
+    pub max_retries: u32,
+    pub retry_backoff: Duration,
+    pub request_timeout: Duration,
+    /// Keep the query string in the span's URL.
+    pub keep_query: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -120,10 +166,10 @@ pub struct Route {
     pub host: Option<HostMatch>,
     pub path: String,
     pub target: Target,
-    /// Name of the CORS policy (issue: CORS at the edge).
-    pub cors: Option<String>,
-    /// Name of the propagation profile; `None` uses the default profile.
-    pub propagation: Option<String>,
+    /// Index into [`Config::cors`].
+    pub cors: Option<usize>,
+    /// Index into [`Config::profiles`] (0: the default profile).
+    pub propagation: usize,
 }
 
 /// The name of the built-in echo upstream.

@@ -8,12 +8,15 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::file::FileConfig;
+use super::file::{FileConfig, TrustFile};
 use super::{
-    line_of, AccessLog, AccessLogFormat, Config, ConfigError, Route, ServerSettings,
-    ServiceSettings, Target, Upstream, ECHO_UPSTREAM,
+    line_of, AccessLog, AccessLogFormat, Config, ConfigError, ExportSettings, NamedCors, Profile,
+    Route, ServerSettings, ServiceSettings, Target, Upstream, ECHO_UPSTREAM,
 };
+use crate::cors::{CorsPolicy, CorsSpec, PreflightMode};
+use crate::propagation::{Format, DEFAULT_EXTRACT, DEFAULT_INJECT};
 use crate::routing::HostMatch;
+use crate::sampling::{InjectionMode, MissingDecision, SamplingPolicy, Trust};
 
 struct Errors<'a> {
     text: &'a str,
@@ -228,6 +231,269 @@ pub fn validate(text: &str, f: &FileConfig) -> Result<Config, Vec<ConfigError>> 
         });
     }
 
+    // [cors.NAME]
+    let mut cors = Vec::new();
+    for (name, c) in &f.cors {
+        let key = format!("cors.{name}");
+        let c_ref = c.get_ref();
+        let preflight = match c_ref
+            .preflight
+            .as_ref()
+            .map(|p| (p.get_ref().as_str(), p.span()))
+        {
+            None | Some(("answer", _)) => PreflightMode::Answer,
+            Some(("augment", _)) => PreflightMode::Augment,
+            Some((other, span)) => {
+                errs.at(
+                    span,
+                    format!("{key}.preflight"),
+                    format!("must be \"answer\" or \"augment\", got \"{other}\""),
+                );
+                PreflightMode::Answer
+            }
+        };
+        let max_age = match &c_ref.max_age {
+            None => None,
+            Some(v) if (0..=86_400).contains(v.get_ref()) => Some(*v.get_ref() as u32),
+            Some(v) => {
+                errs.at(
+                    v.span(),
+                    format!("{key}.max_age"),
+                    format!("must be between 0 and 86400 seconds, got {}", v.get_ref()),
+                );
+                None
+            }
+        };
+        let spec = CorsSpec {
+            allowed_origins: c_ref.allowed_origins.get_ref().clone(),
+            allow_methods: c_ref.allow_methods.clone(),
+            allow_headers: c_ref.allow_headers.clone(),
+            expose_headers: c_ref.expose_headers.clone(),
+            allow_credentials: c_ref.allow_credentials,
+            max_age,
+            preflight,
+        };
+        match CorsPolicy::new(spec) {
+            Ok(policy) => cors.push(NamedCors {
+                name: name.clone(),
+                policy,
+            }),
+            Err(problems) => {
+                for p in problems {
+                    errs.at(c_ref.allowed_origins.span(), key.clone(), p);
+                }
+            }
+        }
+    }
+
+    // [propagation.NAME]; the default profile comes first.
+    let mut profiles = vec![Profile {
+        name: Profile::DEFAULT.to_string(),
+        extract: DEFAULT_EXTRACT.to_vec(),
+        inject: DEFAULT_INJECT.to_vec(),
+        sampling: SamplingPolicy::default(),
+    }];
+    for (name, p) in &f.propagation {
+        let key = format!("propagation.{name}");
+        let p_ref = p.get_ref();
+        let formats = |errs: &mut Errors<'_>,
+                       list: &Option<Spanned<Vec<Spanned<String>>>>,
+                       which: &str,
+                       default: &[Format]|
+         -> Vec<Format> {
+            let Some(list) = list else {
+                return default.to_vec();
+            };
+            let mut out = Vec::new();
+            for (i, w) in list.get_ref().iter().enumerate() {
+                match Format::parse(w.get_ref()) {
+                    Some(fmt) if out.contains(&fmt) => errs.at(w.span(), format!("{key}.{which}[{i}]"), format!("\"{}\" is listed twice", w.get_ref())),
+                    Some(fmt) => out.push(fmt),
+                    None => errs.at(
+                        w.span(),
+                        format!("{key}.{which}[{i}]"),
+                        format!("unknown format \"{}\" (use datadog, tracecontext, b3, b3multi, baggage)", w.get_ref()),
+                    ),
+                }
+            }
+            out
+        };
+        let extract = formats(&mut errs, &p_ref.extract, "extract", DEFAULT_EXTRACT);
+        let inject = formats(&mut errs, &p_ref.inject, "inject", DEFAULT_INJECT);
+        let mut sampling = SamplingPolicy::default();
+        if let Some(v) = &p_ref.injection {
+            match v.get_ref().as_str() {
+                "sampled" => sampling.injection = InjectionMode::Sampled,
+                "all" => sampling.injection = InjectionMode::All,
+                other => errs.at(
+                    v.span(),
+                    format!("{key}.injection"),
+                    format!("must be \"sampled\" or \"all\", got \"{other}\""),
+                ),
+            }
+        }
+        if let Some(v) = &p_ref.missing_decision {
+            match v.get_ref().as_str() {
+                "drop" => sampling.missing_decision = MissingDecision::Drop,
+                "sample" => sampling.missing_decision = MissingDecision::Sample,
+                other => errs.at(
+                    v.span(),
+                    format!("{key}.missing_decision"),
+                    format!("must be \"drop\" or \"sample\", got \"{other}\""),
+                ),
+            }
+        }
+        if let Some(v) = &p_ref.sample_rate {
+            sampling.sample_rate = *v.get_ref();
+        }
+        if let Some(v) = &p_ref.max_incoming_priority {
+            sampling.max_incoming_priority =
+                (*v.get_ref()).clamp(i32::MIN as i64, i32::MAX as i64) as i32;
+        }
+        if let Some(v) = &p_ref.trust {
+            match v.get_ref() {
+                TrustFile::Word(w) if w == "any" => sampling.trust = Trust::Any,
+                TrustFile::Word(w) if w == "none" => sampling.trust = Trust::None,
+                TrustFile::Word(w) => errs.at(
+                    v.span(),
+                    format!("{key}.trust"),
+                    format!("must be \"any\", \"none\" or a list of CIDRs, got \"{w}\""),
+                ),
+                TrustFile::Cidrs(list) => {
+                    let mut nets = Vec::new();
+                    for (i, c) in list.iter().enumerate() {
+                        match c
+                            .parse::<ipnet::IpNet>()
+                            .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        {
+                            Ok(n) => nets.push(n),
+                            Err(_) => errs.at(
+                                v.span(),
+                                format!("{key}.trust[{i}]"),
+                                format!("`{c}` is not a CIDR (e.g. 10.0.0.0/8) or an IP address"),
+                            ),
+                        }
+                    }
+                    sampling.trust = Trust::Cidrs(nets);
+                }
+            }
+        }
+        if let Err(problems) = sampling.validate() {
+            for m in problems {
+                errs.at(p.span(), key.clone(), m);
+            }
+        }
+        if name == Profile::DEFAULT {
+            profiles[0] = Profile {
+                name: name.clone(),
+                extract,
+                inject,
+                sampling,
+            };
+        } else {
+            profiles.push(Profile {
+                name: name.clone(),
+                extract,
+                inject,
+                sampling,
+            });
+        }
+    }
+
+    // [export]
+    let e = &f.export;
+    let url_ok = |errs: &mut Errors<'_>, v: &Spanned<String>, key: &str| -> Option<String> {
+        let u = v.get_ref();
+        match u.parse::<http::Uri>() {
+            Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => {
+                Some(u.trim_end_matches('/').to_string())
+            }
+            _ => {
+                errs.at(v.span(), key.to_string(), format!("`{u}` is not an http:// URL (TLS to the collector is not supported; use a local agent)"));
+                None
+            }
+        }
+    };
+    let datadog_agent_url = match &e.datadog {
+        Some(d) if d.get_ref().enabled => match &d.get_ref().agent_url {
+            Some(v) => url_ok(&mut errs, v, "export.datadog.agent_url"),
+            None => Some("http://127.0.0.1:8126".to_string()),
+        },
+        _ => None,
+    };
+    let otlp_endpoint = match &e.otlp {
+        Some(o) if o.get_ref().enabled => match &o.get_ref().endpoint {
+            Some(v) => url_ok(&mut errs, v, "export.otlp.endpoint"),
+            None => Some("http://127.0.0.1:4318/v1/traces".to_string()),
+        },
+        _ => None,
+    };
+    let count = |errs: &mut Errors<'_>,
+                 v: &Option<Spanned<i64>>,
+                 key: &str,
+                 default: i64,
+                 max: i64|
+     -> i64 {
+        match v {
+            None => default,
+            Some(v) if (1..=max).contains(v.get_ref()) => *v.get_ref(),
+            Some(v) => {
+                errs.at(
+                    v.span(),
+                    key.to_string(),
+                    format!("must be between 1 and {max}, got {}", v.get_ref()),
+                );
+                default
+            }
+        }
+    };
+    let export = ExportSettings {
+        datadog_agent_url,
+        otlp_endpoint,
+        queue_capacity: count(
+            &mut errs,
+            &e.queue_capacity,
+            "export.queue_capacity",
+            4096,
+            1_000_000,
+        ) as usize,
+        batch_size: count(&mut errs, &e.batch_size, "export.batch_size", 256, 100_000) as usize,
+        flush_interval: Duration::from_millis(count(
+            &mut errs,
+            &e.flush_interval_ms,
+            "export.flush_interval_ms",
+            1000,
+            600_000,
+        ) as u64),
+        max_retries: match &e.max_retries {
+            None => 3,
+            Some(v) if (0..=20).contains(v.get_ref()) => *v.get_ref() as u32,
+            Some(v) => {
+                errs.at(
+                    v.span(),
+                    "export.max_retries",
+                    format!("must be between 0 and 20, got {}", v.get_ref()),
+                );
+                3
+            }
+        },
+        retry_backoff: Duration::from_millis(count(
+            &mut errs,
+            &e.retry_backoff_ms,
+            "export.retry_backoff_ms",
+            200,
+            60_000,
+        ) as u64),
+        request_timeout: Duration::from_millis(count(
+            &mut errs,
+            &e.request_timeout_ms,
+            "export.request_timeout_ms",
+            2000,
+            60_000,
+        ) as u64),
+        keep_query: e.keep_query,
+    };
+
     // [[route]]
     if f.route.is_empty() {
         errs.at(
@@ -307,30 +573,32 @@ pub fn validate(text: &str, f: &FileConfig) -> Result<Config, Vec<ConfigError>> 
             );
             None
         };
+        let mut cors_idx = None;
         if let Some(c) = &r.cors {
+            cors_idx = cors.iter().position(|n| &n.name == c.get_ref());
             if !f.cors.contains_key(c.get_ref()) {
                 errs.at(
                     c.span(),
                     format!("{key}.cors"),
                     format!(
-                        "no CORS policy named \"{}\" (define [cors.{}])",
-                        c.get_ref(),
+                        "no CORS policy named \"{0}\" (define [cors.{0}])",
                         c.get_ref()
                     ),
                 );
             }
         }
+        let mut profile_idx = 0;
         if let Some(p) = &r.propagation {
-            if !f.propagation.contains_key(p.get_ref()) {
-                errs.at(
+            match profiles.iter().position(|n| &n.name == p.get_ref()) {
+                Some(i) => profile_idx = i,
+                None => errs.at(
                     p.span(),
                     format!("{key}.propagation"),
                     format!(
-                        "no propagation profile named \"{}\" (define [propagation.{}])",
-                        p.get_ref(),
+                        "no propagation profile named \"{0}\" (define [propagation.{0}])",
                         p.get_ref()
                     ),
-                );
+                ),
             }
         }
         if let Some(target) = target {
@@ -339,8 +607,8 @@ pub fn validate(text: &str, f: &FileConfig) -> Result<Config, Vec<ConfigError>> 
                 host,
                 path: path.clone(),
                 target,
-                cors: r.cors.as_ref().map(|c| c.get_ref().clone()),
-                propagation: r.propagation.as_ref().map(|p| p.get_ref().clone()),
+                cors: cors_idx,
+                propagation: profile_idx,
             });
         }
     }
@@ -372,5 +640,8 @@ pub fn validate(text: &str, f: &FileConfig) -> Result<Config, Vec<ConfigError>> 
         },
         upstreams,
         routes,
+        cors,
+        profiles,
+        export,
     })
 }

@@ -4,6 +4,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use http::HeaderValue;
+
+use crate::edge::TracePlan;
+
 /// Counts a request as in flight for as long as it lives (graceful shutdown waits on it).
 pub struct InflightGuard(Arc<AtomicUsize>);
 
@@ -28,12 +32,20 @@ pub struct Ctx {
     pub start_wall: SystemTime,
     /// The upstream server chosen for the request (`ip:port`).
     pub upstream: Option<String>,
-    /// Why the upstream part failed, as a metric label.
+    /// Why the request failed, as a short label (metrics, span error type).
     pub error_kind: Option<&'static str>,
     /// Human-readable error for the span and the log.
     pub error_message: Option<String>,
     /// The status stitch answered itself (echo, 404, preflight, errors); 0 if none.
     pub answered: u16,
+    /// The request's `Origin`, when the route's CORS policy allows it.
+    pub allowed_origin: Option<HeaderValue>,
+    /// A preflight forwarded upstream (`preflight = "augment"`).
+    pub augment_preflight: bool,
+    /// A preflight stitch answered itself.
+    pub preflight_answered: bool,
+    /// The trace plan (absent on pass-through routes).
+    pub trace: Option<TracePlan>,
     _inflight: InflightGuard,
 }
 
@@ -48,6 +60,10 @@ impl Ctx {
             error_kind: None,
             error_message: None,
             answered: 0,
+            allowed_origin: None,
+            augment_preflight: false,
+            preflight_answered: false,
+            trace: None,
         }
     }
 }

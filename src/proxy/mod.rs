@@ -1,25 +1,36 @@
-//! The Pingora glue: each hook gathers inputs, calls the pure modules and applies the answer.
+//! The Pingora glue: each hook gathers inputs, calls the pure modules (`edge`, `cors`,
+//! `propagation`, `sampling`) and applies the answer. Per-request state lives in [`Ctx`].
 
 pub mod ctx;
 pub mod echo;
+mod log;
 
+use std::net::IpAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::HeaderMap;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::lb::{selection::RoundRobin, LoadBalancer};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{ErrorSource, ErrorType};
+use prometheus::IntCounter;
 
 pub use ctx::Ctx;
 
-use crate::config::{Config, Target, Upstream};
+use crate::config::{Config, Profile, ServiceSettings, Target, Upstream};
+use crate::cors::{self, CorsPolicy, PreflightDecision, PreflightMode};
+use crate::edge::{self, TracePlan};
 use crate::metrics::{Metrics, RouteMetrics};
+use crate::propagation::{self, Format, Outcome};
 use crate::routing::{normalize_host, Router};
+use crate::sampling::Source;
+use crate::span::SpanSink;
 
 /// A pool of upstream servers and how to reach them.
 pub struct Pool {
@@ -32,6 +43,40 @@ pub struct RouteRuntime {
     pub name: String,
     pub target: Target,
     pub metrics: RouteMetrics,
+    pub profile: Profile,
+    /// The route's CORS policy with the profile's tracing headers baked in.
+    pub cors: Option<CorsPolicy>,
+    /// `stitch_sampling_decisions_total` handles: `[source][keep, drop]`.
+    decisions: [[IntCounter; 2]; 3],
+}
+
+/// `stitch_propagation_{extracted,injected}_total` handles by format.
+struct FormatCounters {
+    extracted: [IntCounter; 5],
+    injected: [IntCounter; 5],
+}
+
+fn format_index(f: Format) -> usize {
+    Format::ALL.iter().position(|x| *x == f).unwrap_or(0)
+}
+
+/// The lowercase tracing header names a route's browsers may send: those of the formats the
+/// profile extracts (every known format on a pass-through route).
+pub fn tracing_headers(profile: &Profile) -> Vec<&'static str> {
+    let formats: &[Format] = if profile.extract.is_empty() {
+        &Format::ALL
+    } else {
+        &profile.extract
+    };
+    let mut out: Vec<&'static str> = Vec::new();
+    for f in formats {
+        for h in f.request_headers() {
+            if !out.contains(h) {
+                out.push(h);
+            }
+        }
+    }
+    out
 }
 
 /// The proxy application.
@@ -43,19 +88,54 @@ pub struct Stitch {
     pub config: Arc<Config>,
     /// Requests in flight, for the graceful drain.
     pub inflight: Arc<AtomicUsize>,
+    pub spans: SpanSink,
+    /// service/env/version after `DD_*` overrides, for logs.
+    pub service: ServiceSettings,
+    formats: FormatCounters,
 }
 
 impl Stitch {
-    pub fn new(config: Arc<Config>, pools: Vec<Pool>, metrics: Arc<Metrics>) -> Stitch {
+    pub fn new(
+        config: Arc<Config>,
+        pools: Vec<Pool>,
+        metrics: Arc<Metrics>,
+        spans: SpanSink,
+        service: ServiceSettings,
+    ) -> Stitch {
         let routes = config
             .routes
             .iter()
-            .map(|r| RouteRuntime {
-                name: r.name.clone(),
-                target: r.target,
-                metrics: metrics.route(&r.name),
+            .map(|r| {
+                let profile = config.profiles[r.propagation].clone();
+                let headers = tracing_headers(&profile);
+                let cors = r
+                    .cors
+                    .map(|i| config.cors[i].policy.with_tracing_headers(&headers));
+                let decisions = [Source::Incoming, Source::Edge, Source::Missing].map(|s| {
+                    ["keep", "drop"].map(|d| {
+                        metrics.sampling_decisions.with_label_values(&[
+                            r.name.as_str(),
+                            s.label(),
+                            d,
+                        ])
+                    })
+                });
+                RouteRuntime {
+                    name: r.name.clone(),
+                    target: r.target,
+                    metrics: metrics.route(&r.name),
+                    profile,
+                    cors,
+                    decisions,
+                }
             })
             .collect();
+        let formats = FormatCounters {
+            extracted: Format::ALL
+                .map(|f| metrics.propagation_extracted.with_label_values(&[f.name()])),
+            injected: Format::ALL
+                .map(|f| metrics.propagation_injected.with_label_values(&[f.name()])),
+        };
         Stitch {
             router: Router::new(&config.routes),
             routes,
@@ -63,11 +143,94 @@ impl Stitch {
             metrics,
             config,
             inflight: Arc::new(AtomicUsize::new(0)),
+            spans,
+            service,
+            formats,
         }
     }
 
-    /// Rewrite the headers of a request as they go upstream (also what the echo shows).
-    fn rewrite_request(&self, _route: usize, _req: &mut RequestHeader, _ctx: &mut Ctx) {}
+    /// Extract, decide and count: the trace plan for a request on `route`.
+    fn plan(
+        &self,
+        route: &RouteRuntime,
+        req: &RequestHeader,
+        client: Option<IpAddr>,
+        ctx: &Ctx,
+        count_sampling: bool,
+    ) -> TracePlan {
+        let plan = edge::plan(
+            &route.profile,
+            &req.headers,
+            client,
+            ctx.allowed_origin.is_some(),
+        );
+        for (f, outcome) in &plan.extraction.outcomes {
+            match outcome {
+                Outcome::Absent => {}
+                Outcome::Valid { .. } => self.formats.extracted[format_index(*f)].inc(),
+                Outcome::Invalid(reason) => self
+                    .metrics
+                    .propagation_invalid
+                    .with_label_values(&[f.name(), reason])
+                    .inc(),
+            }
+        }
+        for kind in &plan.extraction.conflicts {
+            self.metrics
+                .propagation_conflicts
+                .with_label_values(&[kind])
+                .inc();
+        }
+        if count_sampling {
+            let d = &plan.decision;
+            let s = match d.source {
+                Source::Incoming => 0,
+                Source::Edge => 1,
+                Source::Missing => 2,
+            };
+            route.decisions[s][usize::from(!d.keep())].inc();
+            if let Some(reason) = d.overridden {
+                self.metrics
+                    .sampling_overridden
+                    .with_label_values(&[route.name.as_str(), reason])
+                    .inc();
+            }
+        }
+        plan
+    }
+
+    /// Rewrite the trace headers of a request as it goes upstream (also what the echo shows):
+    /// remove every propagation header stitch knows, then write the profile's inject formats.
+    fn rewrite_request(&self, route: &RouteRuntime, req: &mut RequestHeader, plan: &TracePlan) {
+        for name in propagation::STRIPPED_HEADERS {
+            req.remove_header(name);
+        }
+        req.remove_header("baggage");
+        let stale: Vec<HeaderName> = req
+            .headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("x-datadog-") || k.as_str().starts_with("x-b3-"))
+            .cloned()
+            .collect();
+        for n in stale {
+            req.remove_header(&n);
+        }
+        let out = plan.outgoing(&route.profile.inject);
+        for f in &route.profile.inject {
+            if *f != Format::Baggage || plan.context.baggage.is_some() {
+                self.formats.injected[format_index(*f)].inc();
+            }
+        }
+        let mut last: Option<HeaderName> = None;
+        for (name, value) in out {
+            if let Some(n) = name {
+                last = Some(n);
+            }
+            if let Some(n) = &last {
+                let _ = req.append_header(n.clone(), value);
+            }
+        }
+    }
 }
 
 /// The host a request is for: the `Host` header, or the URI authority (HTTP/2).
@@ -81,20 +244,29 @@ fn request_host(req: &RequestHeader) -> String {
     normalize_host(raw)
 }
 
-/// Write a small JSON (or other) response and mark it answered.
+fn client_ip(session: &Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
+/// Write a response stitch produces itself and mark it answered.
 pub async fn respond(
     session: &mut Session,
     ctx: &mut Ctx,
     status: u16,
-    content_type: &str,
+    content_type: Option<&str>,
     body: Vec<u8>,
-    extra: &[(&str, &str)],
+    extra: Vec<(HeaderName, HeaderValue)>,
 ) -> Result<()> {
-    let mut resp = ResponseHeader::build(status, Some(4 + extra.len()))?;
-    resp.insert_header(http::header::CONTENT_TYPE, content_type)?;
+    let mut resp = ResponseHeader::build(status, Some(3 + extra.len()))?;
+    if let Some(ct) = content_type {
+        resp.insert_header(http::header::CONTENT_TYPE, ct)?;
+    }
     resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
     for (k, v) in extra {
-        resp.insert_header(k.to_string(), *v)?;
+        resp.append_header(k, v)?;
     }
     ctx.answered = status;
     let head_only = session.req_header().method == http::Method::HEAD;
@@ -109,7 +281,7 @@ pub async fn respond(
     Ok(())
 }
 
-/// A JSON error body: `{"error": kind, "message": text, ...}`.
+/// A JSON error body: `{"error": kind, "message": text, "route": ...}`.
 pub fn error_body(kind: &str, message: &str, route: Option<&str>) -> Vec<u8> {
     let mut v = serde_json::json!({ "error": kind, "message": message });
     if let Some(r) = route {
@@ -118,6 +290,62 @@ pub fn error_body(kind: &str, message: &str, route: Option<&str>) -> Vec<u8> {
     let mut out = serde_json::to_vec(&v).unwrap_or_default();
     out.push(b'\n');
     out
+}
+
+/// The CORS headers of an actual response to an allowed origin, for responses stitch writes.
+fn cors_headers(
+    policy: Option<&CorsPolicy>,
+    origin: Option<&HeaderValue>,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let (Some(p), Some(o)) = (policy, origin) else {
+        return Vec::new();
+    };
+    let mut map = HeaderMap::new();
+    cors::decorate_response(p, o.as_bytes(), &mut map);
+    let mut out = Vec::with_capacity(map.len());
+    let mut last: Option<HeaderName> = None;
+    for (name, value) in map {
+        if let Some(n) = name {
+            last = Some(n);
+        }
+        if let Some(n) = &last {
+            out.push((n.clone(), value));
+        }
+    }
+    out
+}
+
+/// Headers a CORS decoration may touch; only these are synchronised back.
+const CORS_RESPONSE_HEADERS: [HeaderName; 7] = [
+    http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+    http::header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+    http::header::ACCESS_CONTROL_EXPOSE_HEADERS,
+    http::header::ACCESS_CONTROL_ALLOW_HEADERS,
+    http::header::ACCESS_CONTROL_ALLOW_METHODS,
+    http::header::ACCESS_CONTROL_MAX_AGE,
+    http::header::VARY,
+];
+
+/// Apply a header-map edit to a Pingora response (whose map is not directly mutable), syncing
+/// back the CORS headers the edit may have changed.
+fn edit_cors_headers(resp: &mut ResponseHeader, edit: impl FnOnce(&mut HeaderMap)) {
+    let mut map = HeaderMap::with_capacity(8);
+    for name in &CORS_RESPONSE_HEADERS {
+        for v in resp.headers.get_all(name) {
+            map.append(name.clone(), v.clone());
+        }
+    }
+    let before = map.clone();
+    edit(&mut map);
+    for name in &CORS_RESPONSE_HEADERS {
+        let changed = !before.get_all(name).iter().eq(map.get_all(name).iter());
+        if changed {
+            resp.remove_header(name);
+            for v in map.get_all(name) {
+                let _ = resp.append_header(name.clone(), v.clone());
+            }
+        }
+    }
 }
 
 /// The metric label and status for an upstream failure.
@@ -165,15 +393,95 @@ impl ProxyHttp for Stitch {
                 &format!("no route matches host \"{host}\" and path \"{path}\""),
                 None,
             );
-            respond(session, ctx, 404, "application/json", body, &[]).await?;
+            respond(
+                session,
+                ctx,
+                404,
+                Some("application/json"),
+                body,
+                Vec::new(),
+            )
+            .await?;
             return Ok(true);
         };
         ctx.route = Some(idx);
-        if self.routes[idx].target == Target::Echo {
+        let route = &self.routes[idx];
+        let client = client_ip(session);
+
+        if let Some(policy) = &route.cors {
+            let req = session.req_header();
+            if let Some(o) = req.headers.get(http::header::ORIGIN) {
+                if policy.allows_origin(o.as_bytes()) {
+                    ctx.allowed_origin = Some(o.clone());
+                }
+            }
+            if cors::is_preflight(&req.method, &req.headers) {
+                let decision = cors::answer_preflight(policy, &req.headers, &[]);
+                self.metrics
+                    .cors_preflight
+                    .with_label_values(&[route.name.as_str(), decision.result_label()])
+                    .inc();
+                match decision {
+                    PreflightDecision::Allow {
+                        headers,
+                        refused_headers,
+                    } => {
+                        for h in &refused_headers {
+                            self.metrics
+                                .cors_refused_header
+                                .with_label_values(&[h])
+                                .inc();
+                        }
+                        if !route.profile.is_passthrough() {
+                            ctx.trace =
+                                Some(self.plan(route, session.req_header(), client, ctx, false));
+                        }
+                        ctx.preflight_answered = true;
+                        respond(session, ctx, 204, None, Vec::new(), headers).await?;
+                        return Ok(true);
+                    }
+                    PreflightDecision::RefuseOrigin => {
+                        let body = error_body(
+                            "cors_origin_refused",
+                            "this origin is not allowed by the route's CORS policy",
+                            Some(&route.name),
+                        );
+                        respond(
+                            session,
+                            ctx,
+                            403,
+                            Some("application/json"),
+                            body,
+                            Vec::new(),
+                        )
+                        .await?;
+                        return Ok(true);
+                    }
+                    PreflightDecision::Forward => {
+                        ctx.augment_preflight = policy.mode() == PreflightMode::Augment;
+                    }
+                }
+            }
+        }
+
+        if !route.profile.is_passthrough() {
+            ctx.trace = Some(self.plan(
+                route,
+                session.req_header(),
+                client,
+                ctx,
+                !ctx.augment_preflight,
+            ));
+        }
+
+        if route.target == Target::Echo {
             let mut req = session.req_header().clone();
-            self.rewrite_request(idx, &mut req, ctx);
+            if let Some(plan) = &ctx.trace {
+                self.rewrite_request(route, &mut req, plan);
+            }
             let body = echo::body(&req);
-            respond(session, ctx, 200, "application/json", body, &[]).await?;
+            let extra = cors_headers(route.cors.as_ref(), ctx.allowed_origin.as_ref());
+            respond(session, ctx, 200, Some("application/json"), body, extra).await?;
             return Ok(true);
         }
         Ok(false)
@@ -214,8 +522,30 @@ impl ProxyHttp for Stitch {
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if let Some(idx) = ctx.route {
-            self.rewrite_request(idx, upstream_request, ctx);
+        if let (Some(idx), Some(plan)) = (ctx.route, &ctx.trace) {
+            self.rewrite_request(&self.routes[idx], upstream_request, plan);
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let Some(idx) = ctx.route else { return Ok(()) };
+        let (Some(policy), Some(origin)) = (&self.routes[idx].cors, &ctx.allowed_origin) else {
+            return Ok(());
+        };
+        if ctx.augment_preflight {
+            edit_cors_headers(resp, |m| {
+                cors::augment_preflight_response(policy, origin.as_bytes(), &[], m)
+            });
+        } else {
+            edit_cors_headers(resp, |m| {
+                cors::decorate_response(policy, origin.as_bytes(), m)
+            });
         }
         Ok(())
     }
@@ -226,7 +556,12 @@ impl ProxyHttp for Stitch {
         e: &pingora::Error,
         ctx: &mut Ctx,
     ) -> FailToProxy {
-        let route_name = ctx.route.map(|i| self.routes[i].name.as_str());
+        let route = ctx.route.map(|i| &self.routes[i]);
+        let route_name = route.map(|r| r.name.as_str());
+        let cors_extra = cors_headers(
+            route.and_then(|r| r.cors.as_ref()),
+            ctx.allowed_origin.as_ref(),
+        );
         let code = match e.esource() {
             ErrorSource::Upstream => {
                 let (kind, code) = classify(e);
@@ -254,8 +589,17 @@ impl ProxyHttp for Stitch {
                     "upstream_unavailable"
                 };
                 let body = error_body(error, &message, route_name);
-                if let Err(err) = respond(session, ctx, code, "application/json", body, &[]).await {
-                    log::debug!("could not write the error response: {err}");
+                if let Err(err) = respond(
+                    session,
+                    ctx,
+                    code,
+                    Some("application/json"),
+                    body,
+                    cors_extra,
+                )
+                .await
+                {
+                    ::log::debug!("could not write the error response: {err}");
                 }
                 code
             }
@@ -264,7 +608,15 @@ impl ProxyHttp for Stitch {
                 _ => {
                     let body =
                         error_body("bad_request", "the request could not be read", route_name);
-                    let _ = respond(session, ctx, 400, "application/json", body, &[]).await;
+                    let _ = respond(
+                        session,
+                        ctx,
+                        400,
+                        Some("application/json"),
+                        body,
+                        cors_extra,
+                    )
+                    .await;
                     400
                 }
             },
@@ -276,7 +628,15 @@ impl ProxyHttp for Stitch {
                     "stitch failed to handle the request",
                     route_name,
                 );
-                let _ = respond(session, ctx, 500, "application/json", body, &[]).await;
+                let _ = respond(
+                    session,
+                    ctx,
+                    500,
+                    Some("application/json"),
+                    body,
+                    cors_extra,
+                )
+                .await;
                 500
             }
         };
@@ -291,15 +651,17 @@ impl ProxyHttp for Stitch {
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(ctx.answered);
-        if let Some(idx) = ctx.route {
-            self.routes[idx]
+        let elapsed = ctx.start.elapsed();
+        match ctx.route {
+            Some(idx) => self.routes[idx]
                 .metrics
-                .observe(status, ctx.start.elapsed().as_secs_f64());
-        } else {
-            self.metrics
+                .observe(status, elapsed.as_secs_f64()),
+            None => self
+                .metrics
                 .requests
                 .with_label_values(&["(none)", if status == 404 { "4xx" } else { "other" }])
-                .inc();
+                .inc(),
         }
+        log::finish(self, session, ctx, status, elapsed);
     }
 }

@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""benches/load: turn the rounds of one run into the report.
+
+usage: report.py --meta META --rounds CSV --idle JSONL --upstream-view TXT [--profile TXT] --out DIR
+
+Writes DIR/latest.md (the table, medians across rounds), DIR/latest.csv (every round),
+DIR/latest.png (chart, drawn by gnuplot), DIR/profile-latest.txt (with --profile), and prints
+the table.
+"""
+import argparse
+import csv
+import json
+import os
+import shutil
+import statistics
+import subprocess
+
+ORDER = ["direct", "nginx", "stitch-plain", "stitch-full", "nginx-204", "stitch-preflight"]
+REFERENCE = {"proxy": "nginx", "preflight": "nginx-204"}
+LABEL = {
+    "direct": "direct (no proxy)",
+    "nginx": "nginx proxy",
+    "stitch-plain": "stitch plain route",
+    "stitch-full": "stitch full route",
+    "nginx-204": "preflight: nginx return 204",
+    "stitch-preflight": "preflight: stitch at the edge",
+}
+
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(v, spec, none="–"):
+    return none if v is None else format(v, spec)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--meta", required=True)
+    ap.add_argument("--rounds", required=True)
+    ap.add_argument("--idle", required=True)
+    ap.add_argument("--upstream-view", required=True)
+    ap.add_argument("--profile")
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+
+    meta = [l.rstrip("\n") for l in open(a.meta) if l.strip()]
+    rows = list(csv.DictReader(open(a.rounds)))
+    per = {}  # contender -> round -> metrics
+    modes = {}
+    for r in rows:
+        n = r["contender"]
+        modes[n] = r["mode"]
+        reqs = int(r["requests"])
+        secs = int(r["duration_us"]) / 1e6
+        m = {
+            "rps": reqs / secs,
+            "p50": int(r["p50_us"]) / 1000,
+            "p99": int(r["p99_us"]) / 1000,
+            "errors": int(r["errors"]),
+            "cpu": None, "busy": None, "rss": None,
+        }
+        if r["cpu_ticks"]:
+            cpu_s = int(r["cpu_ticks"]) / int(r["clk_tck"])
+            m["cpu"] = cpu_s * 1e6 / reqs if reqs else None
+            m["busy"] = 100 * cpu_s / secs
+        if r["hwm_kb"]:
+            m["rss"] = int(r["hwm_kb"]) / 1024
+        per.setdefault(n, {})[int(r["round"])] = m
+
+    names = [n for n in ORDER if n in per]
+    table = {}
+    for n in names:
+        rounds = per[n]
+        t = {k: med([m[k] for m in rounds.values()]) for k in ("rps", "p50", "p99", "cpu", "busy", "rss")}
+        t["errors"] = sum(m["errors"] for m in rounds.values())
+        t["rounds"] = len(rounds)
+        ref = REFERENCE[modes[n]]
+        # ratios to nginx taken round by round (same round, neighbouring runs), then the median
+        if ref in per and n != ref:
+            t["rps_ratio"] = med([rounds[i]["rps"] / per[ref][i]["rps"] for i in rounds if i in per[ref]])
+            t["cpu_ratio"] = med([per[ref][i]["cpu"] / rounds[i]["cpu"] for i in rounds
+                                  if i in per[ref] and rounds[i]["cpu"] and per[ref][i]["cpu"]])
+        elif n == ref:
+            t["rps_ratio"], t["cpu_ratio"] = 1.0, 1.0
+        else:
+            t["rps_ratio"], t["cpu_ratio"] = None, None
+        if modes[n] == "proxy" and "direct" in per and n != "direct":
+            t["p99_added"] = med([rounds[i]["p99"] - per["direct"][i]["p99"] for i in rounds if i in per["direct"]])
+        else:
+            t["p99_added"] = None
+        table[n] = t
+
+    head = ("| contender | req/s | p50 ms | p99 ms | p99 added over direct, ms | proxy CPU µs/req "
+            "| proxy core busy | peak RSS MiB | req/s ÷ nginx | nginx CPU/req ÷ this | errors |")
+    lines = [head, "|" + "---|" * 11]
+    for n in names:
+        t = table[n]
+        lines.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+            LABEL[n], fmt(t["rps"], ",.0f"), fmt(t["p50"], ".2f"), fmt(t["p99"], ".2f"),
+            fmt(t["p99_added"], "+.2f"), fmt(t["cpu"], ".1f"),
+            fmt(t["busy"], ".0f", "–") + ("%" if t["busy"] is not None else ""),
+            fmt(t["rss"], ".1f"), fmt(t["rps_ratio"], ".2f"), fmt(t["cpu_ratio"], ".2f"), t["errors"]))
+    table_md = "\n".join(lines)
+
+    idle = [json.loads(l) for l in open(a.idle) if l.strip()]
+    idle_md = ""
+    if idle:
+        il = ["| proxy | idle keep-alive connections | descriptors held | RSS before, MiB | RSS with them open, MiB "
+              "| per connection, KiB | peak RSS, MiB | first requests' statuses |", "|" + "---|" * 8]
+        for d in idle:
+            per_conn = (d["rss_kb"] - d["rss_before_kb"]) / d["connections"] if d["connections"] else None
+            il.append("| {} | {:,} | {:,} | {:.1f} | {:.1f} | {} | {:.1f} | {} |".format(
+                d["proxy"], d["connections"], d["fds"], d["rss_before_kb"] / 1024, d["rss_kb"] / 1024,
+                fmt(per_conn, ".2f"), d["hwm_kb"] / 1024,
+                ", ".join(f"{k}: {v}" for k, v in sorted(d["statuses"].items()))))
+        idle_md = "\n".join(il)
+
+    os.makedirs(a.out, exist_ok=True)
+    shutil.copyfile(a.rounds, os.path.join(a.out, "latest.csv"))
+    chart = draw_chart(names, table, a.out)
+
+    md = ["# stitch load benchmark: latest run", ""]
+    md += [f"- {l}" for l in meta]
+    md += ["", f"Medians of {max(t['rounds'] for t in table.values())} rounds per contender. "
+           "Proxy CPU is the process's own user+system time over the run (nginx: its worker) divided by "
+           "the requests completed; \"proxy core busy\" is that time over the wall time (100% means the "
+           "proxy's core was the limit, less means wrk and the backend on the other core were). "
+           "Peak RSS is VmHWM, reset before each run. Ratios are taken within each round, then the "
+           "median: req/s ÷ nginx ≥ 1 and nginx CPU/req ÷ this ≥ 1 mean at least as good as nginx "
+           "(preflights compare with nginx's `return 204`).", "", table_md, ""]
+    if chart:
+        md += ["![req/s, CPU per request and p99 by contender](latest.png)", ""]
+    if idle_md:
+        md += ["## Memory with idle keep-alive connections", "",
+               "Each connection made one request on the full route, then stayed open and idle while "
+               "the proxy's memory was read from /proc.", "", idle_md, ""]
+    md += ["## What the full route sends upstream", "", "```"]
+    md += [l.rstrip("\n") for l in open(a.upstream_view)]
+    md += ["```", ""]
+    if a.profile:
+        shutil.copyfile(a.profile, os.path.join(a.out, "profile-latest.txt"))
+        md += ["## Profile of stitch on the full route", "",
+               "From `perf record` during one extra run (not one of the measured rounds); "
+               "full text in `profile-latest.txt`.", "", "```"]
+        prof = open(a.profile).read().split("\n\n")
+        md += [prof[0].strip(), "", prof[1].strip() if len(prof) > 1 else ""]
+        md += ["```", ""]
+    with open(os.path.join(a.out, "latest.md"), "w") as f:
+        f.write("\n".join(md))
+
+    print()
+    print(table_md)
+    if idle_md:
+        print()
+        print(idle_md)
+    print()
+    print(f"wrote {os.path.join(a.out, 'latest.md')}" + (f" and {chart}" if chart else ""))
+
+
+def draw_chart(names, table, out):
+    gnuplot = shutil.which("gnuplot")
+    if not gnuplot:
+        return None
+    dat = os.path.join(out, ".chart.dat")
+    with open(dat, "w") as f:
+        for i, n in enumerate(names):
+            t = table[n]
+            color = "0x888888" if n == "direct" else ("0x2e8b57" if n.startswith("nginx") else "0x1f5fbf")
+            f.write('{} "{}" {} {} {} {}\n'.format(
+                i, LABEL[n].replace("preflight: ", "preflight\\n").replace(" route", "\\nroute"),
+                t["rps"] or 0, t["cpu"] if t["cpu"] is not None else "NaN", t["p99"] or 0, color))
+    png = os.path.join(out, "latest.png")
+    script = f"""
+set terminal pngcairo size 1500,560 font "sans,10"
+set output "{png}"
+set multiplot layout 1,3 title "stitch load benchmark (wrk -t1, proxy alone on one core; medians)"
+set style fill solid 0.85 noborder
+set boxwidth 0.7
+set grid ytics
+set xtics rotate by 0 font "sans,8"
+set yrange [0:*]
+unset key
+set title "requests per second"
+plot "{dat}" using 1:3:6:xtic(2) with boxes lc rgb variable, \
+     "" using 1:3:(sprintf("%.0f", $3)) with labels offset 0,0.7 font "sans,8"
+set title "proxy CPU per request (µs, lower is better)"
+plot "{dat}" using 1:4:6:xtic(2) with boxes lc rgb variable, \
+     "" using 1:4:(sprintf("%.1f", $4)) with labels offset 0,0.7 font "sans,8"
+set title "p99 latency (ms)"
+plot "{dat}" using 1:5:6:xtic(2) with boxes lc rgb variable, \
+     "" using 1:5:(sprintf("%.2f", $5)) with labels offset 0,0.7 font "sans,8"
+unset multiplot
+"""
+    r = subprocess.run([gnuplot], input=script, text=True, capture_output=True)
+    os.remove(dat)
+    if r.returncode != 0:
+        print("report: gnuplot failed:", r.stderr.strip())
+        return None
+    return png
+
+
+main()

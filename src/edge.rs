@@ -1,0 +1,128 @@
+//! The per-request trace plan: extraction, trust, the one sampling decision and the headers to
+//! send upstream, composed from the pure modules. The proxy and `stitch explain` both call
+//! [`plan`], so what `explain` prints is exactly what the proxy does.
+
+use std::net::IpAddr;
+
+use http::{HeaderMap, HeaderValue};
+
+use crate::config::Profile;
+use crate::propagation::{
+    self, new_span_id, new_trace_id, Extraction, Format, SpanLink, TraceContext,
+};
+use crate::sampling::{self, SamplingDecision, SamplingInput, Source};
+
+/// What stitch does with the trace context of one request.
+pub struct TracePlan {
+    /// What each format gave, which won, conflicts, baggage.
+    pub extraction: Extraction,
+    /// The context that goes upstream: the continued or restarted trace, with the decision
+    /// written in (`sampling_priority`, `_dd.p.dm`).
+    pub context: TraceContext,
+    /// The edge span's id: the parent every injected format names.
+    pub span_id: u64,
+    /// The edge span's parent: the incoming parent id (0 for a new or restarted trace).
+    pub parent_id: u64,
+    /// Whether the incoming context was continued (false: new trace or restart).
+    pub continued: bool,
+    pub decision: SamplingDecision,
+}
+
+/// Attribute naming why a restarted trace links to the incoming context (dd-trace's name).
+const RESTART_REASON: &str = "propagation_behavior_extract";
+
+/// Build the plan for one request. `origin_allowed`: the request carries an `Origin` the
+/// route's CORS policy allows.
+pub fn plan(
+    profile: &Profile,
+    headers: &HeaderMap,
+    client: Option<IpAddr>,
+    origin_allowed: bool,
+) -> TracePlan {
+    let extraction = propagation::extract(headers, &profile.extract);
+    let policy = &profile.sampling;
+    let trusted = sampling::trusts(policy, client);
+    let incoming = extraction.context.as_ref();
+    let continued = incoming.is_some() && trusted;
+
+    let mut context = match (incoming, continued) {
+        (Some(ctx), true) => ctx.clone(),
+        (Some(ctx), false) => {
+            // Restart: a new trace that links to what the client sent; baggage is kept.
+            let mut fresh = TraceContext::new_root(new_trace_id());
+            fresh.baggage = extraction.baggage.clone();
+            let mut attributes = vec![("reason", RESTART_REASON.to_string())];
+            if let Some(w) = extraction.winner {
+                attributes.push(("context_headers", w.name().to_string()));
+            }
+            fresh.links.push(SpanLink {
+                trace_id: ctx.trace_id,
+                span_id: ctx.parent_id,
+                sampled: ctx.sampling_priority.map(|p| p > 0),
+                tracestate: None,
+                attributes,
+            });
+            fresh
+        }
+        (None, _) => {
+            let mut fresh = TraceContext::new_root(new_trace_id());
+            fresh.baggage = extraction.baggage.clone();
+            fresh
+        }
+    };
+
+    let decision = match (continued, extraction.new_trace_priority) {
+        // `b3: 0` without ids: the spec says honour the deny on the new trace.
+        (false, Some(p)) if incoming.is_none() && trusted => SamplingDecision {
+            priority: p,
+            source: Source::Incoming,
+            decision_maker: None,
+            overridden: None,
+            rule_rate: None,
+            reason: "a deny without ids (b3: 0) honoured on the new trace",
+        },
+        _ => sampling::decide(
+            policy,
+            &SamplingInput {
+                incoming_priority: incoming.and_then(|c| c.sampling_priority),
+                has_context: incoming.is_some(),
+                origin_allowed,
+                client,
+                trace_id_low: context.trace_id as u64,
+            },
+        ),
+    };
+    context.sampling_priority = Some(decision.priority);
+    if let Some(dm) = decision.decision_maker {
+        context.set_tag("_dd.p.dm", dm);
+    }
+    let parent_id = if continued { context.parent_id } else { 0 };
+    TracePlan {
+        extraction,
+        context,
+        span_id: new_span_id(),
+        parent_id,
+        continued,
+        decision,
+    }
+}
+
+impl TracePlan {
+    /// The headers to write upstream for `formats` (the caller strips the old ones first).
+    pub fn outgoing(&self, formats: &[Format]) -> HeaderMap {
+        let mut out = HeaderMap::new();
+        propagation::inject(&self.context, self.span_id, formats, &mut out);
+        out
+    }
+}
+
+/// Is this header value an origin the CORS policy allows?
+pub fn origin_allowed(
+    policy: Option<&crate::cors::CorsPolicy>,
+    origin: Option<&HeaderValue>,
+) -> bool {
+    match (policy, origin) {
+        (Some(p), Some(o)) => p.allows_origin(o.as_bytes()),
+        _ => false,
+    }
+}

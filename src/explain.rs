@@ -1,0 +1,191 @@
+//! `stitch explain`: what stitch would do with one request on one route, as text. It runs the
+//! same [`crate::edge::plan`] as the proxy, so it is the troubleshooting checklist in one command.
+
+use std::fmt::Write;
+use std::net::IpAddr;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::config::{Config, Target};
+use crate::edge;
+use crate::propagation::{self, Outcome};
+use crate::proxy::tracing_headers;
+
+/// Parse `-H 'name: value'` arguments.
+pub fn parse_headers(args: &[String]) -> Result<HeaderMap, String> {
+    let mut map = HeaderMap::new();
+    for a in args {
+        let (n, v) = a
+            .split_once(':')
+            .ok_or_else(|| format!("header `{a}` is not `name: value`"))?;
+        let name = HeaderName::from_bytes(n.trim().as_bytes())
+            .map_err(|_| format!("`{}` is not a valid header name", n.trim()))?;
+        let value = HeaderValue::from_str(v.trim())
+            .map_err(|_| format!("the value of `{}` is not a valid header value", n.trim()))?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+/// The explanation of a request with `headers` from `client` on the route named `route`.
+pub fn explain(
+    config: &Config,
+    route: &str,
+    headers: &HeaderMap,
+    client: Option<IpAddr>,
+) -> Result<String, String> {
+    let r = config
+        .routes
+        .iter()
+        .find(|r| r.name == route)
+        .ok_or_else(|| {
+            let names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
+            format!("no route named \"{route}\" (routes: {})", names.join(", "))
+        })?;
+    let profile = &config.profiles[r.propagation];
+    let names =
+        |fs: &[propagation::Format]| fs.iter().map(|f| f.name()).collect::<Vec<_>>().join(", ");
+    let mut o = String::new();
+    let target = match r.target {
+        Target::Echo => "builtin:echo".to_string(),
+        Target::Pool(i) => config.upstreams[i].name.clone(),
+    };
+    let _ = writeln!(o, "route: {} -> {}", r.name, target);
+    let _ = writeln!(
+        o,
+        "profile: {} (extract: [{}], inject: [{}])",
+        profile.name,
+        names(&profile.extract),
+        names(&profile.inject)
+    );
+
+    let cors = r.cors.map(|i| &config.cors[i]);
+    let origin = headers.get(http::header::ORIGIN);
+    let origin_allowed = match (cors, origin) {
+        (Some(c), Some(org)) => {
+            let ok = c.policy.allows_origin(org.as_bytes());
+            let _ = writeln!(
+                o,
+                "cors: policy {}; Origin {} is {}",
+                c.name,
+                String::from_utf8_lossy(org.as_bytes()),
+                if ok { "allowed" } else { "NOT allowed" }
+            );
+            ok
+        }
+        (Some(c), None) => {
+            let _ = writeln!(o, "cors: policy {}; the request has no Origin", c.name);
+            false
+        }
+        (None, _) => {
+            let _ = writeln!(o, "cors: none on this route");
+            false
+        }
+    };
+    if cors.is_some() {
+        let _ = writeln!(
+            o,
+            "  tracing headers always allowed: {}",
+            tracing_headers(profile).join(", ")
+        );
+    }
+
+    if profile.is_passthrough() {
+        let _ = writeln!(
+            o,
+            "\nthis profile extracts and injects nothing: trace headers pass through unchanged"
+        );
+        return Ok(o);
+    }
+    let plan = edge::plan(profile, headers, client, origin_allowed);
+    let _ = writeln!(o, "\nextracted:");
+    for (f, outcome) in &plan.extraction.outcomes {
+        let what = match outcome {
+            Outcome::Absent => "absent".to_string(),
+            Outcome::Invalid(reason) => format!("INVALID ({reason}): treated as absent"),
+            Outcome::Valid {
+                trace_id,
+                parent_id,
+                priority,
+            } => format!(
+                "valid: trace id {trace_id:032x}, parent {parent_id:016x}, priority {}",
+                priority
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "none".into())
+            ),
+        };
+        let _ = writeln!(o, "  {:<13} {what}", f.name());
+    }
+    match plan.extraction.winner {
+        Some(w) => {
+            let _ = writeln!(
+                o,
+                "winner: {} (the first extract format with a valid trace id)",
+                w.name()
+            );
+        }
+        None => {
+            let _ = writeln!(
+                o,
+                "winner: none (no valid context): a new trace starts at the edge"
+            );
+        }
+    }
+    for line in propagation::explain(&plan.extraction) {
+        let _ = writeln!(o, "  {line}");
+    }
+    if !plan.extraction.conflicts.is_empty() {
+        let _ = writeln!(o, "conflicts: {}", plan.extraction.conflicts.join(", "));
+    }
+    let d = &plan.decision;
+    let _ = writeln!(
+        o,
+        "\nsampling: {} (priority {}), source {}: {}",
+        d.decision_label(),
+        d.priority,
+        d.source.label(),
+        d.reason
+    );
+    if let Some(reason) = d.overridden {
+        let _ = writeln!(o, "  overridden: {reason}");
+    }
+    if let Some(dm) = plan.context.tag("_dd.p.dm") {
+        let _ = writeln!(o, "  decision maker (_dd.p.dm): {dm}");
+    }
+    let _ = writeln!(
+        o,
+        "trace: {} (trace id {:032x}), edge span {:016x}, parent {:016x}",
+        if plan.continued { "continued" } else { "new" },
+        plan.context.trace_id,
+        plan.span_id,
+        plan.parent_id
+    );
+    let _ = writeln!(o, "\nheaders sent upstream (trace headers replaced):");
+    let out = plan.outgoing(&profile.inject);
+    let mut kept: Vec<(String, String)> = headers
+        .iter()
+        .filter(|(k, _)| {
+            let n = k.as_str();
+            !(propagation::STRIPPED_HEADERS.contains(&n)
+                || n == "baggage"
+                || n.starts_with("x-datadog-")
+                || n.starts_with("x-b3-"))
+        })
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    kept.extend(out.iter().map(|(k, v)| {
+        (
+            k.to_string(),
+            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+        )
+    }));
+    for (k, v) in kept {
+        let _ = writeln!(o, "  {k}: {v}");
+    }
+    Ok(o)
+}

@@ -1,0 +1,211 @@
+//! The end of a request: the edge span handed to the exporters (never awaited) and the access
+//! log line carrying the trace ids for log/trace correlation.
+
+use std::io::Write;
+use std::time::{Duration, UNIX_EPOCH};
+
+use pingora::proxy::Session;
+
+use super::{Ctx, Stitch};
+use crate::config::AccessLogFormat;
+use crate::span::{EdgeSpan, SpanError, SpanLink};
+
+/// Record the span and the access log line of a finished request.
+pub(super) fn finish(
+    app: &Stitch,
+    session: &Session,
+    ctx: &mut Ctx,
+    status: u16,
+    elapsed: Duration,
+) {
+    let log_cfg = app.config.access_log;
+    let Some(idx) = ctx.route else {
+        if log_cfg.enabled {
+            access_line(app, session, ctx, status, elapsed, None);
+        }
+        return;
+    };
+    if app.spans.is_enabled() {
+        if let Some(span) = edge_span(app, session, ctx, idx, status, elapsed) {
+            app.spans.submit(span);
+        }
+    }
+    if log_cfg.enabled {
+        access_line(app, session, ctx, status, elapsed, Some(idx));
+    }
+}
+
+fn edge_span(
+    app: &Stitch,
+    session: &Session,
+    ctx: &mut Ctx,
+    idx: usize,
+    status: u16,
+    elapsed: Duration,
+) -> Option<EdgeSpan> {
+    let plan = ctx.trace.as_mut()?;
+    let route = &app.routes[idx];
+    let req = session.req_header();
+    let path = if app.config.export.keep_query {
+        req.uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .to_string()
+    } else {
+        req.uri.path().to_string()
+    };
+    let header = |name: http::header::HeaderName| {
+        req.headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    let error = if let Some(kind) = ctx.error_kind {
+        Some(SpanError {
+            kind: kind.to_string(),
+            message: ctx
+                .error_message
+                .clone()
+                .unwrap_or_else(|| kind.to_string()),
+        })
+    } else if status >= 500 {
+        Some(SpanError {
+            kind: format!("http_{status}"),
+            message: format!("the upstream answered {status}"),
+        })
+    } else {
+        None
+    };
+    let start = ctx
+        .start_wall
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0);
+    let c = &mut plan.context;
+    Some(EdgeSpan {
+        trace_id: c.trace_id,
+        span_id: plan.span_id,
+        parent_id: plan.parent_id,
+        start_unix_nanos: start,
+        duration_nanos: elapsed.as_nanos() as i64,
+        resource: format!("{} {}", req.method, route.name),
+        route: route.name.clone(),
+        method: req.method.clone(),
+        path,
+        status,
+        upstream: ctx.upstream.clone(),
+        client_addr: session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string()),
+        user_agent: header(http::header::USER_AGENT),
+        origin: c.origin.clone(),
+        sampling_priority: plan.decision.priority,
+        decision_maker: c.tag("_dd.p.dm").map(|s| s.to_string()),
+        tags: std::mem::take(&mut c.tags),
+        last_parent_id: c.last_parent_id,
+        propagation_error: c.propagation_error.take(),
+        links: std::mem::take(&mut c.links)
+            .into_iter()
+            .map(|l| SpanLink {
+                trace_id: l.trace_id,
+                span_id: l.span_id,
+                sampled: l.sampled,
+                tracestate: l.tracestate,
+                attributes: l
+                    .attributes
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+            })
+            .collect(),
+        error,
+        preflight: ctx.preflight_answered,
+        http_version: Some(format!("{:?}", req.version)),
+        scheme: Some("http".to_string()),
+        host: header(http::header::HOST),
+    })
+}
+
+fn access_line(
+    app: &Stitch,
+    session: &Session,
+    ctx: &Ctx,
+    status: u16,
+    elapsed: Duration,
+    idx: Option<usize>,
+) {
+    let req = session.req_header();
+    let route = idx.map(|i| app.routes[i].name.as_str()).unwrap_or("");
+    let (trace_low, trace_hex, span) = match &ctx.trace {
+        Some(p) => (
+            (p.context.trace_id as u64).to_string(),
+            format!("{:032x}", p.context.trace_id),
+            p.span_id.to_string(),
+        ),
+        None => (String::new(), String::new(), String::new()),
+    };
+    let svc = &app.service;
+    let line = match app.config.access_log.format {
+        AccessLogFormat::Json => {
+            let v = serde_json::json!({
+                "time": httpdate_now(),
+                "method": req.method.as_str(),
+                "path": req.uri.path(),
+                "route": route,
+                "status": status,
+                "duration_ms": elapsed.as_secs_f64() * 1000.0,
+                "upstream": ctx.upstream,
+                "dd.trace_id": trace_low,
+                "trace_id": trace_hex,
+                "dd.span_id": span,
+                "dd.service": svc.name,
+                "dd.env": svc.env,
+                "dd.version": svc.version,
+            });
+            v.to_string()
+        }
+        AccessLogFormat::Text => format!(
+            "{} {} {} route={} status={} duration_ms={:.3} dd.trace_id={} trace_id={} dd.span_id={} dd.service={} dd.env={} dd.version={}",
+            httpdate_now(),
+            req.method,
+            req.uri.path(),
+            route,
+            status,
+            elapsed.as_secs_f64() * 1000.0,
+            trace_low,
+            trace_hex,
+            span,
+            svc.name,
+            svc.env.as_deref().unwrap_or(""),
+            svc.version.as_deref().unwrap_or(""),
+        ),
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+}
+
+/// RFC 3339 UTC timestamp with milliseconds.
+fn httpdate_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if mo <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}.{:03}Z",
+        now.subsec_millis()
+    )
+}

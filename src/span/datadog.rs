@@ -13,14 +13,14 @@
 //!
 //! Meta, in order (absent values are left out): `env`, `version`, `language`, `component`,
 //! `span.kind`, `http.method`, `http.url`, `http.route`, `http.status_code`, `http.useragent`,
-//! `http.client_ip`, `stitch.upstream`, `stitch.preflight`, `error.type`, `error.message`,
+//! `http.client_ip` (the client address without its port), `stitch.upstream`, `stitch.preflight`, `error.type`, `error.message`,
 //! `_dd.origin`, `_dd.p.dm`, `_dd.p.tid`, `_dd.parent_id`, `_dd.propagation_error`, then the
 //! `_dd.p.*` tags in their order. Metrics: `_sampling_priority_v1`, `_dd.top_level` (1: the edge
 //! span is where the stitch service is entered).
 
 use super::{
-    decision_maker, full_url, propagated_tags, trace_id_high, EdgeSpan, ServiceInfo, SpanLink,
-    SPAN_NAME, TRACER_VERSION,
+    decision_maker, full_url, propagated_tags, split_host_port, trace_id_high, EdgeSpan,
+    ServiceInfo, SpanLink, SPAN_NAME, TRACER_VERSION,
 };
 use std::borrow::Borrow;
 
@@ -129,6 +129,7 @@ pub fn encode_span(
 
 fn encode_meta(span: &EdgeSpan, svc: &ServiceInfo, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     let url = full_url(span);
+    let client_ip = span.client_addr.as_deref().map(|a| split_host_port(a).0);
     let status = (span.status != 0).then(|| span.status.to_string());
     let tid = trace_id_high(span.trace_id).map(|h| format!("{h:016x}"));
     let last_parent = span.last_parent_id.map(|p| format!("{p:016x}"));
@@ -147,7 +148,7 @@ fn encode_meta(span: &EdgeSpan, svc: &ServiceInfo, out: &mut Vec<u8>) -> Result<
         ("http.route", Some(&span.route)),
         ("http.status_code", status.as_deref()),
         ("http.useragent", span.user_agent.as_deref()),
-        ("http.client_ip", span.client_addr.as_deref()),
+        ("http.client_ip", client_ip),
         ("stitch.upstream", span.upstream.as_deref()),
         ("stitch.preflight", span.preflight.then_some("true")),
         ("error.type", err_type),

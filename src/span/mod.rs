@@ -187,6 +187,24 @@ pub(crate) fn propagated_tags(span: &EdgeSpan) -> impl Iterator<Item = (&str, &s
     })
 }
 
+/// Split `host:port` / `[v6]:port`; a bare IPv6 address or a bad port stays whole.
+pub(crate) fn split_host_port(s: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = s.strip_prefix('[') {
+        if let Some((host, tail)) = rest.split_once(']') {
+            let port = tail.strip_prefix(':').and_then(|p| p.parse().ok());
+            return (host, port);
+        }
+        return (s, None);
+    }
+    match s.split_once(':') {
+        Some((host, port)) if !port.contains(':') => match port.parse() {
+            Ok(p) => (host, Some(p)),
+            Err(_) => (s, None),
+        },
+        _ => (s, None),
+    }
+}
+
 /// The full URL when the host is known, else the path.
 pub(crate) fn full_url(span: &EdgeSpan) -> String {
     match &span.host {

@@ -18,7 +18,8 @@
 //! span status to ERROR with the error message.
 
 use super::{
-    decision_maker, propagated_tags, EdgeSpan, ServiceInfo, SpanLink, SPAN_NAME, TRACER_VERSION,
+    decision_maker, propagated_tags, split_host_port, EdgeSpan, ServiceInfo, SpanLink, SPAN_NAME,
+    TRACER_VERSION,
 };
 use std::borrow::Borrow;
 
@@ -108,24 +109,6 @@ fn attribute(out: &mut Vec<u8>, field: u64, k: &str, v: Value<'_>) {
             Value::Int(i) => varint_field(out, 3, i as u64),
         });
     });
-}
-
-/// Split `host:port` / `[v6]:port`; a bare IPv6 address or a bad port stays whole.
-pub(crate) fn split_host_port(s: &str) -> (&str, Option<u16>) {
-    if let Some(rest) = s.strip_prefix('[') {
-        if let Some((host, tail)) = rest.split_once(']') {
-            let port = tail.strip_prefix(':').and_then(|p| p.parse().ok());
-            return (host, port);
-        }
-        return (s, None);
-    }
-    match s.split_once(':') {
-        Some((host, port)) if !port.contains(':') => match port.parse() {
-            Ok(p) => (host, Some(p)),
-            Err(_) => (s, None),
-        },
-        _ => (s, None),
-    }
 }
 
 fn address_attributes(out: &mut Vec<u8>, addr: Option<&str>, name: &str, port_name: &str) {

@@ -14,7 +14,8 @@ use crate::sampling::{self, SamplingDecision, SamplingInput, Source};
 
 /// What stitch does with the trace context of one request.
 pub struct TracePlan {
-    /// What each format gave, which won, conflicts, baggage.
+    /// What each format gave, which won, conflicts, baggage. Its `context` has been moved
+    /// into [`TracePlan::context`] (continued) or into a span link (restart).
     pub extraction: Extraction,
     /// The context that goes upstream: the continued or restarted trace, with the decision
     /// written in (`sampling_priority`, `_dd.p.dm`).
@@ -39,14 +40,18 @@ pub fn plan(
     client: Option<IpAddr>,
     origin_allowed: bool,
 ) -> TracePlan {
-    let extraction = propagation::extract(headers, &profile.extract);
+    let mut extraction = propagation::extract(headers, &profile.extract);
     let policy = &profile.sampling;
     let trusted = sampling::trusts(policy, client);
-    let incoming = extraction.context.as_ref();
+    // Moved out, not cloned: the request path keeps no second copy.
+    let incoming_ctx = extraction.context.take();
+    let incoming = incoming_ctx.as_ref();
     let continued = incoming.is_some() && trusted;
+    let incoming_priority = incoming.and_then(|c| c.sampling_priority);
+    let has_context = incoming.is_some();
 
-    let mut context = match (incoming, continued) {
-        (Some(ctx), true) => ctx.clone(),
+    let mut context = match (incoming_ctx, continued) {
+        (Some(ctx), true) => ctx,
         (Some(ctx), false) => {
             // Restart: a new trace that links to what the client sent; baggage is kept.
             let mut fresh = TraceContext::new_root(new_trace_id());
@@ -73,7 +78,7 @@ pub fn plan(
 
     let decision = match (continued, extraction.new_trace_priority) {
         // `b3: 0` without ids: the spec says honour the deny on the new trace.
-        (false, Some(p)) if incoming.is_none() && trusted => SamplingDecision {
+        (false, Some(p)) if !has_context && trusted => SamplingDecision {
             priority: p,
             source: Source::Incoming,
             decision_maker: None,
@@ -84,8 +89,8 @@ pub fn plan(
         _ => sampling::decide(
             policy,
             &SamplingInput {
-                incoming_priority: incoming.and_then(|c| c.sampling_priority),
-                has_context: incoming.is_some(),
+                incoming_priority,
+                has_context,
                 origin_allowed,
                 client,
                 trace_id_low: context.trace_id as u64,

@@ -8,7 +8,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::{Config, Target};
 use crate::edge;
-use crate::propagation::{self, Outcome};
+use crate::propagation;
 use crate::proxy::tracing_headers;
 
 /// Parse `-H 'name: value'` arguments.
@@ -98,41 +98,14 @@ pub fn explain(
         return Ok(o);
     }
     let plan = edge::plan(profile, headers, client, origin_allowed);
-    let _ = writeln!(o, "\nextracted:");
-    for (f, outcome) in &plan.extraction.outcomes {
-        let what = match outcome {
-            Outcome::Absent => "absent".to_string(),
-            Outcome::Invalid(reason) => format!("INVALID ({reason}): treated as absent"),
-            Outcome::Valid {
-                trace_id,
-                parent_id,
-                priority,
-            } => format!(
-                "valid: trace id {trace_id:032x}, parent {parent_id:016x}, priority {}",
-                priority
-                    .map(|p| p.to_string())
-                    .unwrap_or_else(|| "none".into())
-            ),
-        };
-        let _ = writeln!(o, "  {:<13} {what}", f.name());
-    }
-    match plan.extraction.winner {
-        Some(w) => {
-            let _ = writeln!(
-                o,
-                "winner: {} (the first extract format with a valid trace id)",
-                w.name()
-            );
-        }
-        None => {
-            let _ = writeln!(
-                o,
-                "winner: none (no valid context): a new trace starts at the edge"
-            );
-        }
-    }
-    for line in propagation::explain(&plan.extraction) {
+    let _ = writeln!(o, "\nextracted (in the profile's extract order):");
+    // The same extraction again, with its context intact, for the merge notes.
+    let ext = propagation::extract(headers, &profile.extract);
+    for line in propagation::explain(&ext) {
         let _ = writeln!(o, "  {line}");
+    }
+    if ext.winner.is_none() {
+        let _ = writeln!(o, "  no valid context: a new trace starts at the edge");
     }
     if !plan.extraction.conflicts.is_empty() {
         let _ = writeln!(o, "conflicts: {}", plan.extraction.conflicts.join(", "));

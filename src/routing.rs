@@ -36,11 +36,15 @@ impl HostMatch {
         })
     }
 
-    /// Does the (lowercase, port-stripped) `host` match?
+    /// Does the port-stripped `host` match (ASCII case-insensitively)?
     pub fn matches(&self, host: &str) -> bool {
+        let host = host.as_bytes();
         match self {
-            HostMatch::Exact(h) => h == host,
-            HostMatch::Suffix(s) => host.len() > s.len() && host.ends_with(s.as_str()),
+            HostMatch::Exact(h) => h.as_bytes().eq_ignore_ascii_case(host),
+            HostMatch::Suffix(s) => {
+                host.len() > s.len()
+                    && host[host.len() - s.len()..].eq_ignore_ascii_case(s.as_bytes())
+            }
         }
     }
 }
@@ -57,15 +61,16 @@ pub fn path_matches(prefix: &str, path: &str) -> bool {
     matches!(path.as_bytes().get(prefix.len()), Some(b'/') | Some(b'?'))
 }
 
-/// The host of a `Host` header or authority: lowercase, without port or trailing dot.
-pub fn normalize_host(raw: &str) -> String {
+/// The host part of a `Host` header or authority, without port or trailing dot (case kept;
+/// matching ignores case). Borrowed: routing allocates nothing.
+pub fn host_part(raw: &str) -> &str {
     let h = if raw.starts_with('[') {
-        // IPv6 literal: keep the brackets' content as is.
+        // IPv6 literal: the brackets' content.
         raw.split(']').next().unwrap_or(raw).trim_start_matches('[')
     } else {
         raw.rsplit_once(':').map(|(h, _)| h).unwrap_or(raw)
     };
-    h.trim_end_matches('.').to_ascii_lowercase()
+    h.trim_end_matches('.')
 }
 
 /// Routes in match order.
@@ -87,7 +92,7 @@ impl Router {
         }
     }
 
-    /// The index of the route for this host (normalized) and path, if any.
+    /// The index of the route for this host (see [`host_part`]) and path, if any.
     pub fn find(&self, host: &str, path: &str) -> Option<usize> {
         self.order.iter().copied().find(|&i| {
             let r = &self.routes[i];
@@ -151,10 +156,16 @@ mod tests {
     }
 
     #[test]
-    fn normalizes_hosts() {
-        assert_eq!(normalize_host("API.Example.com:8080"), "api.example.com");
-        assert_eq!(normalize_host("example.com."), "example.com");
-        assert_eq!(normalize_host("[::1]:80"), "::1");
+    fn host_parts() {
+        assert_eq!(host_part("API.Example.com:8080"), "API.Example.com");
+        assert_eq!(host_part("example.com."), "example.com");
+        assert_eq!(host_part("[::1]:80"), "::1");
+        assert!(HostMatch::parse("api.example.com")
+            .unwrap()
+            .matches(host_part("API.Example.COM:443")));
+        assert!(HostMatch::parse("*.example.com")
+            .unwrap()
+            .matches("A.EXAMPLE.com"));
     }
 
     #[test]

@@ -194,7 +194,7 @@ fn explain_shows_the_winner_the_decision_and_the_headers() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("winner: datadog"), "{text}");
-    assert!(text.contains("tracecontext  INVALID"), "{text}");
+    assert!(text.contains("tracecontext: invalid"), "{text}");
     assert!(
         text.contains("sampling: drop (priority 0), source incoming"),
         "{text}"

@@ -28,7 +28,7 @@ use crate::cors::{self, CorsPolicy, PreflightDecision, PreflightMode};
 use crate::edge::{self, TracePlan};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::propagation::{self, Format, Outcome};
-use crate::routing::{normalize_host, Router};
+use crate::routing::{host_part, Router};
 use crate::sampling::Source;
 use crate::span::SpanSink;
 
@@ -234,14 +234,14 @@ impl Stitch {
 }
 
 /// The host a request is for: the `Host` header, or the URI authority (HTTP/2).
-fn request_host(req: &RequestHeader) -> String {
+fn request_host(req: &RequestHeader) -> &str {
     let raw = req
         .headers
         .get(http::header::HOST)
         .and_then(|v| v.to_str().ok())
         .or_else(|| req.uri.authority().map(|a| a.as_str()))
         .unwrap_or("");
-    normalize_host(raw)
+    host_part(raw)
 }
 
 fn client_ip(session: &Session) -> Option<IpAddr> {
@@ -383,11 +383,13 @@ impl ProxyHttp for Stitch {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        let (host, path) = {
+        let found = {
             let req = session.req_header();
-            (request_host(req), req.uri.path().to_string())
+            self.router.find(request_host(req), req.uri.path())
         };
-        let Some(idx) = self.router.find(&host, &path) else {
+        let Some(idx) = found else {
+            let req = session.req_header();
+            let (host, path) = (request_host(req).to_string(), req.uri.path().to_string());
             let body = error_body(
                 "no_route",
                 &format!("no route matches host \"{host}\" and path \"{path}\""),

@@ -63,6 +63,12 @@ impl Stitch {
             .env("RUST_LOG", "warn,stitch=info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        // A developer's own agent settings must not redirect a test's stitch.
+        for (k, _) in std::env::vars() {
+            if k.starts_with("DD_") || k.starts_with("OTEL_") {
+                cmd.env_remove(&k);
+            }
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }

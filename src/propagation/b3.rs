@@ -15,7 +15,7 @@
 //!   `X-B3-Sampled` (multi); no decision → no sampling field. 16 hex for a 64-bit id,
 //!   32 hex otherwise.
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::context::TraceContext;
 use super::{first_field, parse_hex16, parse_hex_lower, Field, Writer};
@@ -26,6 +26,13 @@ pub const SPAN_ID: &str = "x-b3-spanid";
 pub const PARENT_SPAN_ID: &str = "x-b3-parentspanid";
 pub const SAMPLED: &str = "x-b3-sampled";
 pub const FLAGS: &str = "x-b3-flags";
+
+pub(crate) static N_B3: HeaderName = HeaderName::from_static(B3);
+pub(crate) static N_TRACE_ID: HeaderName = HeaderName::from_static(TRACE_ID);
+pub(crate) static N_SPAN_ID: HeaderName = HeaderName::from_static(SPAN_ID);
+pub(crate) static N_PARENT_SPAN_ID: HeaderName = HeaderName::from_static(PARENT_SPAN_ID);
+pub(crate) static N_SAMPLED: HeaderName = HeaderName::from_static(SAMPLED);
+pub(crate) static N_FLAGS: HeaderName = HeaderName::from_static(FLAGS);
 
 /// Header of the single format, for CORS.
 pub const SINGLE_HEADERS: [&str; 1] = [B3];
@@ -73,7 +80,7 @@ fn single_sampling(s: &str) -> Option<i32> {
 
 /// Parse the single `b3` header. `Ok(None)`: absent.
 pub fn parse_single(headers: &HeaderMap) -> Result<Option<Parsed>, &'static str> {
-    let v = match first_field(headers, B3) {
+    let v = match first_field(headers, &N_B3) {
         Field::Absent => return Ok(None),
         Field::NonAscii => return Err("non_ascii"),
         Field::Duplicate | Field::Value("") => return Err("empty"),
@@ -106,7 +113,7 @@ pub fn parse_single(headers: &HeaderMap) -> Result<Option<Parsed>, &'static str>
 
 fn multi_value<'a>(
     headers: &'a HeaderMap,
-    name: &'static str,
+    name: &HeaderName,
 ) -> Result<Option<&'a str>, &'static str> {
     match first_field(headers, name) {
         Field::Absent => Ok(None),
@@ -118,21 +125,21 @@ fn multi_value<'a>(
 
 /// Parse the `x-b3-*` headers. `Ok(None)`: no `X-B3-TraceId`.
 pub fn parse_multi(headers: &HeaderMap) -> Result<Option<Parsed>, &'static str> {
-    let Some(t) = multi_value(headers, TRACE_ID)? else {
+    let Some(t) = multi_value(headers, &N_TRACE_ID)? else {
         return Ok(None);
     };
     let t = trace_id(t).ok_or("bad_trace_id")?;
-    let s = match multi_value(headers, SPAN_ID)? {
+    let s = match multi_value(headers, &N_SPAN_ID)? {
         None => 0,
         Some(s) => span_id(s).ok_or("bad_span_id")?,
     };
-    let mut priority = match multi_value(headers, SAMPLED)? {
+    let mut priority = match multi_value(headers, &N_SAMPLED)? {
         None => None,
         Some("1" | "true") => Some(1),
         Some("0" | "false") => Some(0),
         Some(_) => return Err("bad_sampled"),
     };
-    match multi_value(headers, FLAGS)? {
+    match multi_value(headers, &N_FLAGS)? {
         None | Some("0") => {}
         Some("1") => priority = Some(2),
         Some(_) => return Err("bad_flags"),
@@ -186,21 +193,21 @@ pub(crate) fn write_single(ctx: &TraceContext, span_id: u64, w: &mut Writer) {
         Some(1) => w.bytes(b"-1"),
         Some(_) => w.bytes(b"-d"),
     }
-    w.end(B3);
+    w.end(&N_B3);
 }
 
 pub(crate) fn write_multi(ctx: &TraceContext, span_id: u64, w: &mut Writer) {
     w.begin();
     write_trace_id(ctx, w);
-    w.end(TRACE_ID);
+    w.end(&N_TRACE_ID);
     w.begin();
     w.hex(u128::from(span_id), 16);
-    w.end(SPAN_ID);
+    w.end(&N_SPAN_ID);
     match ctx.sampling_priority {
         None => {}
-        Some(p) if p <= 0 => w.value(SAMPLED, HeaderValue::from_static("0")),
-        Some(1) => w.value(SAMPLED, HeaderValue::from_static("1")),
-        Some(_) => w.value(FLAGS, HeaderValue::from_static("1")),
+        Some(p) if p <= 0 => w.value(&N_SAMPLED, HeaderValue::from_static("0")),
+        Some(1) => w.value(&N_SAMPLED, HeaderValue::from_static("1")),
+        Some(_) => w.value(&N_FLAGS, HeaderValue::from_static("1")),
     }
 }
 

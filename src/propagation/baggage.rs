@@ -11,12 +11,14 @@
 //! - Several `baggage` lines are joined with `,` (the only case that allocates).
 //! - Baggage takes no part in the trace-context merge.
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::context::TraceContext;
 use super::{trim_ows, Writer};
 
 pub const HEADER: &str = "baggage";
+
+pub(crate) static N_HEADER: HeaderName = HeaderName::from_static(HEADER);
 
 /// Header of the format, for CORS.
 pub const HEADERS: [&str; 1] = [HEADER];
@@ -76,7 +78,7 @@ fn validate(s: &str) -> Result<usize, &'static str> {
 
 /// The raw baggage to forward. `Ok(None)`: absent.
 pub fn extract(headers: &HeaderMap) -> Result<Option<HeaderValue>, &'static str> {
-    let mut all = headers.get_all(HEADER).iter();
+    let mut all = headers.get_all(&N_HEADER).iter();
     let Some(first) = all.next() else {
         return Ok(None);
     };
@@ -109,13 +111,13 @@ pub fn extract(headers: &HeaderMap) -> Result<Option<HeaderValue>, &'static str>
 /// Write `ctx.baggage` unchanged.
 pub fn inject(ctx: &TraceContext, out: &mut HeaderMap) {
     if let Some(b) = &ctx.baggage {
-        out.insert(HEADER, b.clone());
+        out.insert(N_HEADER.clone(), b.clone());
     }
 }
 
 pub(crate) fn write(ctx: &TraceContext, w: &mut Writer) {
     if let Some(b) = &ctx.baggage {
-        w.value(HEADER, b.clone());
+        w.value(&N_HEADER, b.clone());
     }
 }
 

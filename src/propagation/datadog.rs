@@ -17,7 +17,7 @@
 //!   header is left out when it would exceed 512 bytes. Unlike dd-trace-py, a
 //!   propagation error on the incoming context does not suppress the tags we still have.
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::context::TraceContext;
 use super::{field, parse_dec_i32, parse_dec_u64, parse_hex16, Field, Writer};
@@ -27,6 +27,12 @@ pub const PARENT_ID: &str = "x-datadog-parent-id";
 pub const ORIGIN: &str = "x-datadog-origin";
 pub const SAMPLING_PRIORITY: &str = "x-datadog-sampling-priority";
 pub const TAGS: &str = "x-datadog-tags";
+
+pub(crate) static N_TRACE_ID: HeaderName = HeaderName::from_static(TRACE_ID);
+pub(crate) static N_PARENT_ID: HeaderName = HeaderName::from_static(PARENT_ID);
+pub(crate) static N_ORIGIN: HeaderName = HeaderName::from_static(ORIGIN);
+pub(crate) static N_SAMPLING_PRIORITY: HeaderName = HeaderName::from_static(SAMPLING_PRIORITY);
+pub(crate) static N_TAGS: HeaderName = HeaderName::from_static(TAGS);
 
 /// Headers of the format, for CORS.
 pub const HEADERS: [&str; 5] = [TRACE_ID, PARENT_ID, ORIGIN, SAMPLING_PRIORITY, TAGS];
@@ -55,7 +61,7 @@ pub(crate) struct View<'a> {
     error: Option<TagsError<'a>>,
 }
 
-fn value<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<Option<&'a str>, &'static str> {
+fn value<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a str>, &'static str> {
     match field(headers, name) {
         Field::Absent => Ok(None),
         Field::Duplicate => Err("duplicate_header"),
@@ -66,23 +72,23 @@ fn value<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<Option<&'a st
 
 /// Parse the Datadog headers. `Ok(None)`: no `x-datadog-trace-id`.
 pub(crate) fn parse(headers: &HeaderMap) -> Result<Option<View<'_>>, &'static str> {
-    let Some(tid) = value(headers, TRACE_ID)? else {
+    let Some(tid) = value(headers, &N_TRACE_ID)? else {
         return Ok(None);
     };
     let low = parse_dec_u64(tid).ok_or("bad_trace_id")?;
     if low == 0 {
         return Err("zero_trace_id");
     }
-    let parent_id = match value(headers, PARENT_ID)? {
+    let parent_id = match value(headers, &N_PARENT_ID)? {
         None => 0,
         Some(p) => parse_dec_u64(p).ok_or("bad_parent_id")?,
     };
-    let priority = match value(headers, SAMPLING_PRIORITY)? {
+    let priority = match value(headers, &N_SAMPLING_PRIORITY)? {
         None => None,
         Some(p) => Some(parse_dec_i32(p).ok_or("bad_sampling_priority")?),
     };
-    let origin = value(headers, ORIGIN)?.filter(|o| !o.is_empty());
-    let raw_tags = value(headers, TAGS)?.filter(|t| !t.is_empty());
+    let origin = value(headers, &N_ORIGIN)?.filter(|o| !o.is_empty());
+    let raw_tags = value(headers, &N_TAGS)?.filter(|t| !t.is_empty());
     let mut view = View {
         trace_id: u128::from(low),
         parent_id,
@@ -262,34 +268,34 @@ fn write_tags(ctx: &TraceContext, w: &mut Writer) -> bool {
 pub(crate) fn write(ctx: &TraceContext, span_id: u64, w: &mut Writer) {
     w.begin();
     w.dec_u64(ctx.trace_id_low());
-    w.end(TRACE_ID);
+    w.end(&N_TRACE_ID);
     w.begin();
     w.dec_u64(span_id);
-    w.end(PARENT_ID);
+    w.end(&N_PARENT_ID);
     if let Some(p) = ctx.sampling_priority {
         match static_priority(p) {
-            Some(v) => w.value(SAMPLING_PRIORITY, v),
+            Some(v) => w.value(&N_SAMPLING_PRIORITY, v),
             None => {
                 w.begin();
                 w.dec_i32(p);
-                w.end(SAMPLING_PRIORITY);
+                w.end(&N_SAMPLING_PRIORITY);
             }
         }
     }
     if let Some(o) = ctx.origin.as_deref().filter(|o| !o.is_empty()) {
         match static_origin(o) {
-            Some(v) => w.value(ORIGIN, v),
+            Some(v) => w.value(&N_ORIGIN, v),
             None if o.bytes().all(|b| (0x20..0x7f).contains(&b)) => {
                 w.begin();
                 w.bytes(o.as_bytes());
-                w.end(ORIGIN);
+                w.end(&N_ORIGIN);
             }
             None => {}
         }
     }
     w.begin();
     if write_tags(ctx, w) && w.current_len() > 0 {
-        w.end(TAGS);
+        w.end(&N_TAGS);
     } else {
         w.rollback(w.pos() - w.current_len());
     }

@@ -145,27 +145,62 @@ pub const STRIPPED_HEADERS: [&str; 13] = [
     "x-b3-flags",
 ];
 
+static STRIPPED_NAMES: [&HeaderName; 13] = [
+    &datadog::N_TRACE_ID,
+    &datadog::N_PARENT_ID,
+    &datadog::N_ORIGIN,
+    &datadog::N_SAMPLING_PRIORITY,
+    &datadog::N_TAGS,
+    &w3c::N_TRACEPARENT,
+    &w3c::N_TRACESTATE,
+    &b3::N_B3,
+    &b3::N_TRACE_ID,
+    &b3::N_SPAN_ID,
+    &b3::N_PARENT_SPAN_ID,
+    &b3::N_SAMPLED,
+    &b3::N_FLAGS,
+];
+
 /// Remove every propagation header stitch knows: `x-datadog-*`, `traceparent`,
 /// `tracestate`, `b3`, `x-b3-*` and `baggage`.
 pub fn strip(headers: &mut HeaderMap) {
-    for name in STRIPPED_HEADERS {
-        headers.remove(name);
-    }
-    headers.remove(baggage::HEADER);
-    // Unknown x-datadog-* / x-b3-* names are rare; only allocate when one is there.
-    let stale = headers
-        .keys()
-        .any(|k| is_prefixed_propagation_name(k.as_str()));
-    if stale {
-        let names: Vec<HeaderName> = headers
-            .keys()
-            .filter(|k| is_prefixed_propagation_name(k.as_str()))
-            .cloned()
-            .collect();
-        for n in names {
-            headers.remove(n);
+    // One pass over the names; most requests carry a few propagation headers at most.
+    let mut found: [Option<HeaderName>; 8] = Default::default();
+    let mut n = 0;
+    let mut more = false;
+    for k in headers.keys() {
+        if is_propagation_name(k.as_str()) {
+            match found.get_mut(n) {
+                Some(slot) => {
+                    *slot = Some(k.clone());
+                    n += 1;
+                }
+                None => more = true,
+            }
         }
     }
+    for name in found.into_iter().flatten() {
+        headers.remove(name);
+    }
+    if more {
+        for name in STRIPPED_NAMES {
+            headers.remove(name);
+        }
+        headers.remove(&baggage::N_HEADER);
+        let rest: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| is_propagation_name(k.as_str()))
+            .cloned()
+            .collect();
+        for name in rest {
+            headers.remove(name);
+        }
+    }
+}
+
+fn is_propagation_name(name: &str) -> bool {
+    matches!(name, "traceparent" | "tracestate" | "b3" | "baggage")
+        || is_prefixed_propagation_name(name)
 }
 
 fn is_prefixed_propagation_name(name: &str) -> bool {
@@ -207,7 +242,7 @@ pub(crate) enum Field<'a> {
 }
 
 /// Read a header that must appear once.
-pub(crate) fn field<'a>(headers: &'a HeaderMap, name: &'static str) -> Field<'a> {
+pub(crate) fn field<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Field<'a> {
     let mut all = headers.get_all(name).iter();
     let Some(first) = all.next() else {
         return Field::Absent;
@@ -219,7 +254,7 @@ pub(crate) fn field<'a>(headers: &'a HeaderMap, name: &'static str) -> Field<'a>
 }
 
 /// Read the first line of a header that may repeat (B3: the first one wins).
-pub(crate) fn first_field<'a>(headers: &'a HeaderMap, name: &'static str) -> Field<'a> {
+pub(crate) fn first_field<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Field<'a> {
     match headers.get(name) {
         None => Field::Absent,
         Some(v) => value_str(v),
@@ -300,9 +335,9 @@ impl AsRef<[u8]> for OutBuf {
 /// that share a single allocation.
 pub(crate) struct Writer {
     buf: OutBuf,
-    ranges: [(&'static str, u16, u16); MAX_ENTRIES],
+    ranges: [(Option<&'static HeaderName>, u16, u16); MAX_ENTRIES],
     n_ranges: usize,
-    values: [Option<(&'static str, HeaderValue)>; 8],
+    values: [Option<(&'static HeaderName, HeaderValue)>; 8],
     n_values: usize,
     start: usize,
     ok: bool,
@@ -315,7 +350,7 @@ impl Writer {
                 data: [0; OUT_CAP],
                 len: 0,
             },
-            ranges: [("", 0, 0); MAX_ENTRIES],
+            ranges: [(None, 0, 0); MAX_ENTRIES],
             n_ranges: 0,
             values: Default::default(),
             n_values: 0,
@@ -396,9 +431,9 @@ impl Writer {
     }
 
     /// Finish the value started by `begin` as header `name`. Dropped if the buffer overflowed.
-    pub(crate) fn end(&mut self, name: &'static str) {
+    pub(crate) fn end(&mut self, name: &'static HeaderName) {
         if self.ok && self.n_ranges < MAX_ENTRIES {
-            self.ranges[self.n_ranges] = (name, self.start as u16, self.buf.len as u16);
+            self.ranges[self.n_ranges] = (Some(name), self.start as u16, self.buf.len as u16);
             self.n_ranges += 1;
         } else {
             self.buf.len = self.start;
@@ -406,7 +441,7 @@ impl Writer {
     }
 
     /// Add a ready-made value (a static one or a cheap clone).
-    pub(crate) fn value(&mut self, name: &'static str, v: HeaderValue) {
+    pub(crate) fn value(&mut self, name: &'static HeaderName, v: HeaderValue) {
         if let Some(slot) = self.values.get_mut(self.n_values) {
             *slot = Some((name, v));
             self.n_values += 1;
@@ -425,16 +460,17 @@ impl Writer {
             let shared = Bytes::from_owner(buf);
             for &(name, a, b) in ranges.iter().take(n_ranges) {
                 let (a, b) = (usize::from(a), usize::from(b));
+                let Some(name) = name else { continue };
                 if a > b || b > shared.len() {
                     continue;
                 }
                 if let Ok(v) = HeaderValue::from_maybe_shared(shared.slice(a..b)) {
-                    out.insert(HeaderName::from_static(name), v);
+                    out.insert(name.clone(), v);
                 }
             }
         }
         for (name, v) in values.into_iter().flatten() {
-            out.insert(HeaderName::from_static(name), v);
+            out.insert(name.clone(), v);
         }
     }
 }
@@ -507,6 +543,17 @@ mod tests {
         strip(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("host"));
+        // More propagation headers than the fast path's slots.
+        let mut pairs: Vec<(&str, &str)> = STRIPPED_HEADERS.iter().map(|n| (*n, "1")).collect();
+        pairs.extend([
+            ("baggage", "a=1"),
+            ("x-datadog-extra", "1"),
+            ("x-b3-extra", "1"),
+            ("accept", "*/*"),
+        ]);
+        let mut h = headers(&pairs);
+        strip(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["accept"]);
     }
 
     #[test]
@@ -520,7 +567,8 @@ mod tests {
         w.dec_u64(0);
         w.byte(b' ');
         w.hex(0xabc, 16);
-        w.end("x-test");
+        static X_TEST: HeaderName = HeaderName::from_static("x-test");
+        w.end(&X_TEST);
         let mut h = HeaderMap::new();
         w.flush(&mut h);
         assert_eq!(

@@ -25,13 +25,16 @@
 
 use std::borrow::Cow;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 use super::context::TraceContext;
 use super::{field, parse_dec_i32, parse_hex16, parse_hex_lower, trim_ows, Field, Writer};
 
 pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";
+
+pub(crate) static N_TRACEPARENT: HeaderName = HeaderName::from_static(TRACEPARENT);
+pub(crate) static N_TRACESTATE: HeaderName = HeaderName::from_static(TRACESTATE);
 
 /// Headers of the format, for CORS.
 pub const HEADERS: [&str; 2] = [TRACEPARENT, TRACESTATE];
@@ -99,7 +102,7 @@ pub(crate) fn parse_traceparent(tp: &str) -> Result<(u128, u64, u8), &'static st
 
 /// The tracestate header, lines joined with `,`; `None` if absent, non-ASCII or too big.
 fn tracestate(headers: &HeaderMap) -> Option<Cow<'_, str>> {
-    let mut all = headers.get_all(TRACESTATE).iter();
+    let mut all = headers.get_all(&N_TRACESTATE).iter();
     let first = all.next()?;
     let first = match super::value_str(first) {
         Field::Value(v) => v,
@@ -178,7 +181,7 @@ pub(crate) fn priority_from(sampled: bool, s: Option<i32>) -> i32 {
 
 /// Parse traceparent (+ tracestate). `Ok(None)`: no traceparent.
 pub(crate) fn parse(headers: &HeaderMap) -> Result<Option<View<'_>>, &'static str> {
-    let tp = match field(headers, TRACEPARENT) {
+    let tp = match field(headers, &N_TRACEPARENT) {
         Field::Absent => return Ok(None),
         Field::Duplicate => return Err("duplicate_header"),
         Field::NonAscii => return Err("non_ascii"),
@@ -347,7 +350,7 @@ pub(crate) fn write(ctx: &TraceContext, span_id: u64, w: &mut Writer) {
     w.byte(b'-');
     w.hex(u128::from(span_id), 16);
     w.bytes(if sampled { b"-01" } else { b"-00" });
-    w.end(TRACEPARENT);
+    w.end(&N_TRACEPARENT);
 
     w.begin();
     let start = w.pos();
@@ -437,7 +440,7 @@ pub(crate) fn write(ctx: &TraceContext, span_id: u64, w: &mut Writer) {
             w.bytes(m.as_bytes());
         }
     }
-    w.end(TRACESTATE);
+    w.end(&N_TRACESTATE);
 }
 
 #[cfg(test)]

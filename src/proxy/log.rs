@@ -1,6 +1,7 @@
 //! The end of a request: the edge span handed to the exporters (never awaited) and the access
 //! log line carrying the trace ids for log/trace correlation.
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -121,8 +122,14 @@ fn edge_span(
             .collect(),
         error,
         preflight: ctx.preflight_answered,
-        http_version: Some(format!("{:?}", req.version)),
-        scheme: Some("http".to_string()),
+        http_version: Some(Cow::Borrowed(match req.version {
+            http::Version::HTTP_09 => "0.9",
+            http::Version::HTTP_10 => "1.0",
+            http::Version::HTTP_2 => "2",
+            http::Version::HTTP_3 => "3",
+            _ => "1.1",
+        })),
+        scheme: Some(Cow::Borrowed("http")),
         host: header(http::header::HOST),
     })
 }

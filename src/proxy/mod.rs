@@ -202,18 +202,26 @@ impl Stitch {
     /// Rewrite the trace headers of a request as it goes upstream (also what the echo shows):
     /// remove every propagation header stitch knows, then write the profile's inject formats.
     fn rewrite_request(&self, route: &RouteRuntime, req: &mut RequestHeader, plan: &TracePlan) {
-        for name in propagation::STRIPPED_HEADERS {
-            req.remove_header(name);
+        // Pingora's header edits also keep its case map; only touch what is there.
+        for name in KNOWN_TRACE_HEADERS {
+            if req.headers.contains_key(name) {
+                req.remove_header(name);
+            }
         }
-        req.remove_header("baggage");
-        let stale: Vec<HeaderName> = req
+        let stale = req
             .headers
             .keys()
-            .filter(|k| k.as_str().starts_with("x-datadog-") || k.as_str().starts_with("x-b3-"))
-            .cloned()
-            .collect();
-        for n in stale {
-            req.remove_header(&n);
+            .any(|k| k.as_str().starts_with("x-datadog-") || k.as_str().starts_with("x-b3-"));
+        if stale {
+            let names: Vec<HeaderName> = req
+                .headers
+                .keys()
+                .filter(|k| k.as_str().starts_with("x-datadog-") || k.as_str().starts_with("x-b3-"))
+                .cloned()
+                .collect();
+            for n in names {
+                req.remove_header(&n);
+            }
         }
         let out = plan.outgoing(&route.profile.inject);
         for f in &route.profile.inject {
@@ -226,12 +234,23 @@ impl Stitch {
             if let Some(n) = name {
                 last = Some(n);
             }
-            if let Some(n) = &last {
-                let _ = req.append_header(n.clone(), value);
-            }
+            let Some(n) = &last else { continue };
+            // A static name spares Pingora a copy of the name on every append.
+            let _ = match KNOWN_TRACE_HEADERS.iter().find(|k| **k == n.as_str()) {
+                Some(k) => req.append_header(*k, value),
+                None => req.append_header(n.clone(), value),
+            };
         }
     }
 }
+
+/// Every trace header stitch removes before injecting (lowercase).
+const KNOWN_TRACE_HEADERS: [&str; 14] = {
+    let s = propagation::STRIPPED_HEADERS;
+    [
+        s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9], s[10], s[11], s[12], "baggage",
+    ]
+};
 
 /// The host a request is for: the `Host` header, or the URI authority (HTTP/2).
 fn request_host(req: &RequestHeader) -> &str {

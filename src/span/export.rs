@@ -8,7 +8,7 @@ use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 
 /// Default Datadog Agent trace intake address.
@@ -270,6 +270,10 @@ struct SinkLane {
     tx: mpsc::Sender<Arc<EdgeSpan>>,
     queue_full: IntCounter,
     shutdown: IntCounter,
+    /// Wakes the worker once a full batch is waiting. The worker never waits on the channel
+    /// itself, so an ordinary submit wakes no thread (no cross-thread wake-up per request).
+    batch_ready: Arc<Notify>,
+    batch_size: usize,
 }
 
 /// What the proxy holds: hands finished spans to the exporters without ever waiting.
@@ -308,7 +312,11 @@ impl SpanSink {
                 continue;
             }
             match lane.tx.try_send(Arc::clone(&span)) {
-                Ok(()) => {}
+                Ok(()) => {
+                    if lane.tx.max_capacity() - lane.tx.capacity() == lane.batch_size {
+                        lane.batch_ready.notify_one();
+                    }
+                }
                 Err(mpsc::error::TrySendError::Full(_)) => lane.queue_full.inc(),
                 Err(mpsc::error::TrySendError::Closed(_)) => lane.shutdown.inc(),
             }
@@ -341,6 +349,7 @@ struct Settings {
 struct Worker {
     kind: Kind,
     rx: mpsc::Receiver<Arc<EdgeSpan>>,
+    batch_ready: Arc<Notify>,
     endpoint: Endpoint,
     svc: Arc<ServiceInfo>,
     settings: Arc<Settings>,
@@ -398,15 +407,19 @@ pub fn build(cfg: ExportConfig, svc: ServiceInfo, metrics: ExportMetrics) -> (Sp
     for (kind, endpoint) in targets {
         let (tx, rx) = mpsc::channel(cfg.queue_capacity.max(1));
         let counters = Counters::new(&metrics, kind);
+        let batch_ready = Arc::new(Notify::new());
         lanes.push(SinkLane {
             kind,
             tx,
             queue_full: counters.queue_full.clone(),
             shutdown: counters.shutdown.clone(),
+            batch_ready: Arc::clone(&batch_ready),
+            batch_size: cfg.batch_size.max(1),
         });
         workers.push(Worker {
             kind,
             rx,
+            batch_ready,
             endpoint,
             svc: Arc::clone(&svc),
             settings: Arc::clone(&settings),
@@ -471,31 +484,42 @@ enum Sent {
 impl Worker {
     async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let batch_size = self.settings.batch_size;
+        let interval = self.settings.flush_interval;
         let mut pending: Vec<Arc<EdgeSpan>> = Vec::with_capacity(batch_size);
+        let mut next_flush = Instant::now() + interval;
         'serve: loop {
+            // Take what is queued without waiting on the channel: the proxy's submits then
+            // never wake this task; only a full batch or the flush timer does.
+            let mut closed = false;
+            while pending.len() < batch_size {
+                match self.rx.try_recv() {
+                    Ok(span) => pending.push(span),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            let due = Instant::now() >= next_flush;
+            if due {
+                next_flush = Instant::now() + interval;
+            }
+            if pending.len() >= batch_size || (due && !pending.is_empty()) {
+                match self.send_batch(&pending, Some(&mut shutdown)).await {
+                    Sent::Done => pending.clear(),
+                    Sent::Interrupted => break 'serve,
+                }
+                continue;
+            }
+            if closed {
+                break;
+            }
             tokio::select! {
                 biased;
                 () = stopping(&mut shutdown) => break 'serve,
-                got = self.rx.recv() => match got {
-                    Some(span) => pending.push(span),
-                    None => break 'serve,
-                },
-            }
-            let flush_at = Instant::now() + self.settings.flush_interval;
-            while pending.len() < batch_size {
-                tokio::select! {
-                    biased;
-                    () = stopping(&mut shutdown) => break 'serve,
-                    got = self.rx.recv() => match got {
-                        Some(span) => pending.push(span),
-                        None => break,
-                    },
-                    () = tokio::time::sleep_until(flush_at) => break,
-                }
-            }
-            match self.send_batch(&pending, Some(&mut shutdown)).await {
-                Sent::Done => pending.clear(),
-                Sent::Interrupted => break 'serve,
+                () = self.batch_ready.notified() => {}
+                () = tokio::time::sleep_until(next_flush) => {}
             }
         }
         self.drain(pending).await;

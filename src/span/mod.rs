@@ -34,6 +34,8 @@
 //! On shutdown the queues are closed (later submits count as `shutdown` drops), what is queued
 //! is flushed within `shutdown_timeout`, and whatever is left then is counted as `shutdown`.
 
+use std::borrow::Cow;
+
 pub mod datadog;
 pub mod export;
 pub mod http;
@@ -94,9 +96,9 @@ pub struct EdgeSpan {
     /// This span answered a CORS preflight.
     pub preflight: bool,
     /// `"1.1"`, `"2"`, ... (OTLP `network.protocol.version`).
-    pub http_version: Option<String>,
+    pub http_version: Option<Cow<'static, str>>,
     /// `"http"` or `"https"` as the client used it.
-    pub scheme: Option<String>,
+    pub scheme: Option<Cow<'static, str>>,
     /// Host the client asked for (`Host` / `:authority`), optionally with a port.
     pub host: Option<String>,
 }

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use pingora::lb::{health_check::TcpHealthCheck, LoadBalancer};
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
@@ -266,7 +267,8 @@ pub fn build(config: Config) -> anyhow::Result<Built> {
     };
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, app);
     for a in &proxy_addrs {
-        proxy.add_tcp(&a.to_string());
+        let buffers = L4BufferSettings::default().read(config.server.read_buffer_bytes);
+        proxy.add_listener(ListenerConfig::tcp(a.to_string()).l4_buffer(buffers));
     }
     server.add_service(proxy);
 

@@ -52,6 +52,9 @@ pub struct ServerFile {
     pub upgrade_sock: Option<String>,
     #[serde(default = "default_keepalive_pool")]
     pub upstream_keepalive_pool: Spanned<i64>,
+    /// Bytes of read buffer per client connection (Pingora's default is 64 KiB).
+    #[serde(default = "default_read_buffer")]
+    pub read_buffer_bytes: Spanned<i64>,
 }
 
 impl Default for ServerFile {
@@ -65,6 +68,7 @@ impl Default for ServerFile {
             pid_file: None,
             upgrade_sock: None,
             upstream_keepalive_pool: default_keepalive_pool(),
+            read_buffer_bytes: default_read_buffer(),
         }
     }
 }
@@ -233,6 +237,9 @@ fn default_drain() -> Spanned<i64> {
 }
 fn default_keepalive_pool() -> Spanned<i64> {
     Spanned::new(0..0, 128)
+}
+fn default_read_buffer() -> Spanned<i64> {
+    Spanned::new(0..0, 16 * 1024)
 }
 fn default_admin_listen() -> Spanned<String> {
     Spanned::new(0..0, "127.0.0.1:9901".to_string())

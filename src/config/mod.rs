@@ -115,6 +115,7 @@ pub struct ServerSettings {
     pub pid_file: Option<String>,
     pub upgrade_sock: Option<String>,
     pub upstream_keepalive_pool: usize,
+    pub read_buffer_bytes: usize,
 }
 
 #[derive(Debug, Clone)]

@@ -133,6 +133,15 @@ pub fn validate(text: &str, f: &FileConfig) -> Result<Config, Vec<ConfigError>> 
         );
     }
 
+    let read_buffer = *s.read_buffer_bytes.get_ref();
+    if !(1024..=1024 * 1024).contains(&read_buffer) {
+        errs.at(
+            s.read_buffer_bytes.span(),
+            "server.read_buffer_bytes",
+            format!("must be between 1024 and 1048576, got {read_buffer}"),
+        );
+    }
+
     // [admin]
     if f.admin.listen.get_ref().parse::<SocketAddr>().is_err() {
         errs.at(
@@ -627,6 +636,7 @@ pub fn validate(text: &str, f: &FileConfig) -> Result<Config, Vec<ConfigError>> 
             pid_file: s.pid_file.clone(),
             upgrade_sock: s.upgrade_sock.clone(),
             upstream_keepalive_pool: pool as usize,
+            read_buffer_bytes: read_buffer as usize,
         },
         admin_listen: f.admin.listen.get_ref().clone(),
         service: ServiceSettings {

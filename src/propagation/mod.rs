@@ -340,7 +340,11 @@ pub(crate) struct Writer {
     values: [Option<(&'static HeaderName, HeaderValue)>; 8],
     n_values: usize,
     start: usize,
-    ok: bool,
+    /// The current value once it no longer fits in `buf` (an unusually long origin or tag
+    /// set): it continues on the heap so no later format is lost.
+    spill: Option<Vec<u8>>,
+    /// Values finished on the heap.
+    spilled: Vec<(&'static HeaderName, HeaderValue)>,
 }
 
 impl Writer {
@@ -355,41 +359,61 @@ impl Writer {
             values: Default::default(),
             n_values: 0,
             start: 0,
-            ok: true,
+            spill: None,
+            spilled: Vec::new(),
         }
     }
 
     /// Start a new value.
     pub(crate) fn begin(&mut self) {
         self.start = self.buf.len;
-        self.ok = true;
+        self.spill = None;
     }
 
     /// Length written since `begin`.
     pub(crate) fn current_len(&self) -> usize {
-        self.buf.len - self.start
+        match &self.spill {
+            Some(v) => v.len(),
+            None => self.buf.len - self.start,
+        }
     }
 
     /// Current absolute position (for `rollback`).
     pub(crate) fn pos(&self) -> usize {
-        self.buf.len
+        self.start + self.current_len()
     }
 
     /// Forget everything written after `pos` (within the current value).
     pub(crate) fn rollback(&mut self, pos: usize) {
-        if pos >= self.start && pos <= self.buf.len {
-            self.buf.len = pos;
+        if pos < self.start {
+            return;
+        }
+        match &mut self.spill {
+            Some(v) => v.truncate(pos - self.start),
+            None if pos <= self.buf.len => self.buf.len = pos,
+            None => {}
         }
     }
 
     pub(crate) fn bytes(&mut self, b: &[u8]) {
+        if let Some(v) = &mut self.spill {
+            v.extend_from_slice(b);
+            return;
+        }
         let end = self.buf.len + b.len();
         match self.buf.data.get_mut(self.buf.len..end) {
             Some(dst) => {
                 dst.copy_from_slice(b);
                 self.buf.len = end;
             }
-            None => self.ok = false,
+            None => {
+                // Move the value so far to the heap and go on there.
+                let mut v = Vec::with_capacity(self.current_len() + b.len() + 64);
+                v.extend_from_slice(&self.buf.data[self.start..self.buf.len]);
+                v.extend_from_slice(b);
+                self.buf.len = self.start;
+                self.spill = Some(v);
+            }
         }
     }
 
@@ -430,13 +454,25 @@ impl Writer {
         self.bytes(&tmp[..digits]);
     }
 
-    /// Finish the value started by `begin` as header `name`. Dropped if the buffer overflowed.
+    /// Finish the value started by `begin` as header `name`.
     pub(crate) fn end(&mut self, name: &'static HeaderName) {
-        if self.ok && self.n_ranges < MAX_ENTRIES {
-            self.ranges[self.n_ranges] = (Some(name), self.start as u16, self.buf.len as u16);
-            self.n_ranges += 1;
-        } else {
-            self.buf.len = self.start;
+        let heap = match self.spill.take() {
+            Some(v) => Some(v),
+            None if self.n_ranges < MAX_ENTRIES => {
+                self.ranges[self.n_ranges] = (Some(name), self.start as u16, self.buf.len as u16);
+                self.n_ranges += 1;
+                None
+            }
+            None => {
+                let v = self.buf.data[self.start..self.buf.len].to_vec();
+                self.buf.len = self.start;
+                Some(v)
+            }
+        };
+        if let Some(v) = heap {
+            if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(v)) {
+                self.spilled.push((name, value));
+            }
         }
     }
 
@@ -454,6 +490,7 @@ impl Writer {
             ranges,
             n_ranges,
             values,
+            spilled,
             ..
         } = self;
         if n_ranges > 0 {
@@ -470,6 +507,9 @@ impl Writer {
             }
         }
         for (name, v) in values.into_iter().flatten() {
+            out.insert(name.clone(), v);
+        }
+        for (name, v) in spilled {
             out.insert(name.clone(), v);
         }
     }
@@ -499,6 +539,37 @@ pub(crate) fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the extract_inject_all fuzz target: a 3 KB origin filled the stack buffer
+    /// and the formats written after it (tracestate, b3multi) were silently lost.
+    #[test]
+    fn an_oversized_value_never_costs_another_format() {
+        let mut ctx = TraceContext::new_root(2);
+        ctx.origin = Some("o".repeat(5000));
+        ctx.sampling_priority = Some(1);
+        let mut out = HeaderMap::new();
+        let all = [
+            Format::Datadog,
+            Format::TraceContext,
+            Format::B3,
+            Format::B3Multi,
+        ];
+        inject(&ctx, 0x00f0_67aa_0ba9_02b7, &all, &mut out);
+        assert_eq!(out.get("x-datadog-origin").map(|v| v.len()), Some(5000));
+        for name in [
+            "traceparent",
+            "tracestate",
+            "b3",
+            "x-b3-traceid",
+            "x-b3-spanid",
+        ] {
+            assert!(out.contains_key(name), "{name} lost: {out:?}");
+        }
+        for f in all {
+            let again = extract(&out, &[f]);
+            assert_eq!(again.context.map(|c| c.trace_id), Some(2), "{f:?}");
+        }
+    }
 
     #[test]
     fn format_names_round_trip() {

@@ -1,7 +1,8 @@
 # stitch: multi-stage build. The config is read from /etc/stitch/stitch.toml; mount yours there:
 #   docker run -p 8080:8080 -v $PWD/conf/stitch.toml:/etc/stitch/stitch.toml:ro stitch
 FROM rust:1-slim-bookworm AS build
-RUN apt-get update && apt-get install -y --no-install-recommends cmake pkg-config libssl-dev g++ make \
+# cmake: zlib-ng; perl + make: pingora-openssl builds OpenSSL from source (its "vendored" feature).
+RUN apt-get update && apt-get install -y --no-install-recommends cmake perl pkg-config libssl-dev g++ make \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./

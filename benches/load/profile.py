@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """benches/load: summarise a `perf record` of stitch under load.
 
-usage: profile.py PERF_DATA
+usage: profile.py PERF_DATA TITLE [CPU_US_PER_REQUEST [self-only]]
 
 Prints (plain text): self time grouped by area (kernel, allocator, memory copies, Pingora,
-httparse, http/bytes, tokio, stitch, other), the top symbols by self time, and the top frames by
-inclusive time (children) so the cost of a whole step (reading the request, writing to the
-upstream, ...) can be read off.
+httparse, http/bytes, tokio, stitch, other), the steps of a proxied request by inclusive time
+(from the dwarf call graphs), the top symbols by self time, and the top frames by inclusive time.
+With the CPU time per request measured during the recording, shares are also given in µs.
+`self-only` (a recording without call graphs, e.g. of nginx) prints the self-time parts only.
 """
 import re
 import subprocess
@@ -27,6 +28,32 @@ AREAS = [
     ("tokio (scheduler, I/O driver, timers)", lambda dso, sym: "tokio" in sym),
     ("stitch's own code", lambda dso, sym: "stitch::" in sym),
     ("other user space", lambda dso, sym: True),
+]
+
+
+# Steps of one request through Pingora and stitch's hooks: (label, regex on the symbol).
+# Inclusive time; steps nest (the hooks run inside Pingora's request processing), so they do
+# not add up to 100%.
+STEPS = [
+    ("read the client's request (Pingora h1 server)", r"v1::server::HttpSession::read_request\b"),
+    ("stitch request_filter (route, CORS, extract, sample)", r"ProxyHttp>::request_filter\b"),
+    ("stitch upstream_peer", r"ProxyHttp>::upstream_peer\b"),
+    ("take a pooled upstream connection", r"TransportConnector::reused_stream"),
+    ("stitch upstream_request_filter (inject)", r"ProxyHttp>::upstream_request_filter\b"),
+    ("read the upstream response header", r"v1::client::HttpSession::read_resp_header_parts"),
+    ("stitch response_filter (CORS headers)", r"ProxyHttp>::response_filter\b"),
+    ("write the response header to the client", r"v1::server::HttpSession::write_response_header\b"),
+    ("write (and flush) the response body to the client", r"v1::server::HttpSession::write_body_buf"),
+    ("give the upstream connection back to the pool", r"release_http_session"),
+    ("stitch logging (metrics, access log, edge span)", r"ProxyHttp>::logging\b"),
+    ("  of which: hand the span to the exporter", r"SpanSink::submit"),
+    ("span exporter task (batches, msgpack, PUT)", r"ExportService as .*BackgroundService>::start"),
+    ("tokio: parked (epoll_wait, timers)", r"worker::Context::park_internal"),
+    ("kernel: sendto/write/writev (loopback TCP, incl. the receiver's softirq)",
+     r"\[k\] __x64_sys_(sendto|write|writev)$"),
+    ("kernel: recvfrom/read", r"\[k\] __x64_sys_(recvfrom|read)$"),
+    ("kernel: epoll_wait", r"\[k\] __x64_sys_epoll_wait$"),
+    ("allocator (malloc + free, self)", None),
 ]
 
 
@@ -69,9 +96,14 @@ def short(sym, width=150):
 
 
 def main():
-    data = sys.argv[1]
+    data, title = sys.argv[1], sys.argv[2]
+    us = float(sys.argv[3]) if len(sys.argv) > 3 and float(sys.argv[3]) > 0 else None
     samples, self_rows = report(data, children=False)
-    print(f"stitch CPU profile, full route under load (perf cpu-clock, {samples} samples)")
+    extra = f", {us:.1f} µs of CPU per request under perf" if us else ""
+    print(f"{title} (perf cpu-clock, {samples} samples{extra})")
+
+    def cost(pct):
+        return f"{pct:6.2f}%" + (f"  {pct * us / 100:5.1f} µs" if us else "")
     print()
     print("self time by area:")
     totals = {name: 0.0 for name, _ in AREAS}
@@ -81,25 +113,39 @@ def main():
                 totals[name] += pct
                 break
     for name, _ in AREAS:
-        print(f"  {totals[name]:6.2f}%  {name}")
+        print(f"  {cost(totals[name])}  {name}")
     print()
+    child_rows = []
+    if "self-only" not in sys.argv[4:]:
+        try:
+            _, child_rows = report(data, children=True)
+        except subprocess.CalledProcessError:
+            child_rows = []
+    if child_rows:
+        print("steps of a request, inclusive time (steps nest; they do not add up):")
+        for label, rx in STEPS:
+            if rx is None:
+                pct = totals[AREAS[1][0]]
+            else:
+                pct = max((r[0] for r in child_rows if re.search(rx, r[3])), default=0.0)
+            print(f"  {cost(pct)}  {label}")
+        print()
     print("top symbols by self time:")
     for pct, dso, sym in self_rows[:30]:
         print(f"  {pct:6.2f}%  {dso[:18]:18}  {short(sym)}")
     print()
-    try:
-        _, child_rows = report(data, children=True)
-    except subprocess.CalledProcessError:
-        child_rows = []
     if child_rows:
-        print("top frames by inclusive time (children; needs the dwarf call graphs):")
+        print("top frames by inclusive time (children):")
         child_rows.sort(key=lambda r: -r[0])
         shown = 0
         for pct, self_pct, dso, sym in child_rows:
             if pct < 1.0 or shown >= 45:
                 break
+            if "(inlined)" in sym or sym.startswith("[k] 0x"):
+                continue
             print(f"  {pct:6.2f}%  (self {self_pct:5.2f}%)  {short(sym)}")
             shown += 1
+        print()
 
 
 main()

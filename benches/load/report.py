@@ -15,11 +15,21 @@ import shutil
 import statistics
 import subprocess
 
-ORDER = ["direct", "nginx", "stitch-plain", "stitch-full", "nginx-204", "stitch-preflight"]
+ORDER = ["direct", "nginx", "pingora-bare", "stitch-plain", "stitch-full", "nginx-204", "stitch-preflight"]
 REFERENCE = {"proxy": "nginx", "preflight": "nginx-204"}
+SHORT = {
+    "direct": "direct",
+    "nginx": "nginx",
+    "pingora-bare": "bare\\nPingora",
+    "stitch-plain": "stitch\\nplain",
+    "stitch-full": "stitch\\nfull",
+    "nginx-204": "nginx\\n204",
+    "stitch-preflight": "stitch\\npreflight",
+}
 LABEL = {
     "direct": "direct (no proxy)",
     "nginx": "nginx proxy",
+    "pingora-bare": "bare Pingora proxy (baseline)",
     "stitch-plain": "stitch plain route",
     "stitch-full": "stitch full route",
     "nginx-204": "preflight: nginx return 204",
@@ -62,9 +72,16 @@ def main():
             "errors": int(r["errors"]),
             "cpu": None, "busy": None, "rss": None,
         }
-        if r["cpu_ticks"]:
-            cpu_s = int(r["cpu_ticks"]) / int(r["clk_tck"])
+        tck = int(r["clk_tck"])
+        m["core0"] = 100 * int(r["cpu0_busy_ticks"]) / tck / secs
+        m["core1"] = 100 * int(r["cpu1_busy_ticks"]) / tck / secs
+        m["steal"] = 100 * int(r["steal_ticks"]) / tck / secs
+        m["irq1"] = 100 * int(r["cpu1_irq_ticks"]) / tck / secs
+        m["sys"] = None
+        if r["utime_ticks"]:
+            cpu_s = (int(r["utime_ticks"]) + int(r["stime_ticks"])) / tck
             m["cpu"] = cpu_s * 1e6 / reqs if reqs else None
+            m["sys"] = int(r["stime_ticks"]) / tck * 1e6 / reqs if reqs else None
             m["busy"] = 100 * cpu_s / secs
         if r["hwm_kb"]:
             m["rss"] = int(r["hwm_kb"]) / 1024
@@ -74,7 +91,7 @@ def main():
     table = {}
     for n in names:
         rounds = per[n]
-        t = {k: med([m[k] for m in rounds.values()]) for k in ("rps", "p50", "p99", "cpu", "busy", "rss")}
+        t = {k: med([m[k] for m in rounds.values()]) for k in ("rps", "p50", "p99", "cpu", "sys", "busy", "rss", "core0", "core1", "steal", "irq1")}
         t["errors"] = sum(m["errors"] for m in rounds.values())
         t["rounds"] = len(rounds)
         ref = REFERENCE[modes[n]]
@@ -94,14 +111,16 @@ def main():
         table[n] = t
 
     head = ("| contender | req/s | p50 ms | p99 ms | p99 added over direct, ms | proxy CPU µs/req "
-            "| proxy core busy | peak RSS MiB | req/s ÷ nginx | nginx CPU/req ÷ this | errors |")
-    lines = [head, "|" + "---|" * 11]
+            "| of which kernel | proxy's share of CPU 1 | CPU 1 busy (all; of which irq+softirq) | CPU 0 busy (wrk, backend) "
+            "| peak RSS MiB | req/s ÷ nginx | nginx CPU/req ÷ this | errors |")
+    lines = [head, "|" + "---|" * 14]
+    pct = lambda v: fmt(v, ".0f") + ("%" if v is not None else "")
     for n in names:
         t = table[n]
-        lines.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+        lines.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
             LABEL[n], fmt(t["rps"], ",.0f"), fmt(t["p50"], ".2f"), fmt(t["p99"], ".2f"),
-            fmt(t["p99_added"], "+.2f"), fmt(t["cpu"], ".1f"),
-            fmt(t["busy"], ".0f", "–") + ("%" if t["busy"] is not None else ""),
+            fmt(t["p99_added"], "+.2f"), fmt(t["cpu"], ".1f"), fmt(t["sys"], ".1f"),
+            pct(t["busy"]), f"{pct(t['core1'])} ({pct(t['irq1'])})", pct(t["core0"]),
             fmt(t["rss"], ".1f"), fmt(t["rps_ratio"], ".2f"), fmt(t["cpu_ratio"], ".2f"), t["errors"]))
     table_md = "\n".join(lines)
 
@@ -126,11 +145,18 @@ def main():
     md += [f"- {l}" for l in meta]
     md += ["", f"Medians of {max(t['rounds'] for t in table.values())} rounds per contender. "
            "Proxy CPU is the process's own user+system time over the run (nginx: its worker) divided by "
-           "the requests completed; \"proxy core busy\" is that time over the wall time (100% means the "
-           "proxy's core was the limit, less means wrk and the backend on the other core were). "
+           "the requests completed (\"of which kernel\": the system part). The busy columns say which "
+           "core was the limit: the proxy's own share of CPU 1; all of CPU 1 (the proxy, interrupts and "
+           "softirqs, and other un-niced processes of this shared machine; niced background jobs, "
+           "which yield to the benchmark, are left out); and CPU 0 (wrk, the backend and the sink). "
+           "The irq+softirq share of CPU 1 is mostly the loopback TCP work the proxy's own sends "
+           "trigger; the kernel books it to no process, so it is not in the proxy's CPU per request. "
            "Peak RSS is VmHWM, reset before each run. Ratios are taken within each round, then the "
            "median: req/s ÷ nginx ≥ 1 and nginx CPU/req ÷ this ≥ 1 mean at least as good as nginx "
            "(preflights compare with nginx's `return 204`).", "", table_md, ""]
+    steal = med([t["steal"] for t in table.values()])
+    if steal is not None and steal >= 1:
+        md += [f"Hypervisor steal time during the runs (both CPUs, median): {steal:.0f}%.", ""]
     if chart:
         md += ["![req/s, CPU per request and p99 by contender](latest.png)", ""]
     if idle_md:
@@ -142,11 +168,12 @@ def main():
     md += ["```", ""]
     if a.profile:
         shutil.copyfile(a.profile, os.path.join(a.out, "profile-latest.txt"))
-        md += ["## Profile of stitch on the full route", "",
-               "From `perf record` during one extra run (not one of the measured rounds); "
-               "full text in `profile-latest.txt`.", "", "```"]
-        prof = open(a.profile).read().split("\n\n")
-        md += [prof[0].strip(), "", prof[1].strip() if len(prof) > 1 else ""]
+        md += ["## Profile", "",
+               "From extra runs after the measured rounds: `strace -c` on each proxy, then "
+               "`perf record` of stitch on each route (`--profile`). Top symbols and frames are in "
+               "`profile-latest.txt`.", "", "```"]
+        blocks = [b.strip() for b in open(a.profile).read().split("\n\n") if b.strip()]
+        md += ["\n\n".join(b for b in blocks if not b.startswith("top "))]
         md += ["```", ""]
     with open(os.path.join(a.out, "latest.md"), "w") as f:
         f.write("\n".join(md))
@@ -168,19 +195,21 @@ def draw_chart(names, table, out):
     with open(dat, "w") as f:
         for i, n in enumerate(names):
             t = table[n]
-            color = "0x888888" if n == "direct" else ("0x2e8b57" if n.startswith("nginx") else "0x1f5fbf")
+            color = ("0x888888" if n == "direct" else "0x2e8b57" if n.startswith("nginx")
+                     else "0xd08a2a" if n == "pingora-bare" else "0x1f5fbf")
             f.write('{} "{}" {} {} {} {}\n'.format(
-                i, LABEL[n].replace("preflight: ", "preflight\\n").replace(" route", "\\nroute"),
+                i, SHORT[n],
                 t["rps"] or 0, t["cpu"] if t["cpu"] is not None else "NaN", t["p99"] or 0, color))
     png = os.path.join(out, "latest.png")
     script = f"""
 set terminal pngcairo size 1500,560 font "sans,10"
 set output "{png}"
-set multiplot layout 1,3 title "stitch load benchmark (wrk -t1, proxy alone on one core; medians)"
+set multiplot layout 1,3 title "stitch load benchmark (wrk -t1 -c32, proxy alone on one core; medians; proxied: direct, nginx, stitch plain/full; preflights: nginx 204, stitch)"
 set style fill solid 0.85 noborder
 set boxwidth 0.7
 set grid ytics
-set xtics rotate by 0 font "sans,8"
+set xtics font "sans,9"
+set bmargin 4
 set yrange [0:*]
 unset key
 set title "requests per second"

@@ -1,0 +1,83 @@
+//! A bare Pingora reverse proxy, the baseline of stitch's load benchmark (`--baseline`): one
+//! upstream, one header added to the request and one to the response, nothing else.
+//!
+//! Settings from the environment: `BARE_LISTEN` and `BARE_UPSTREAM` (`IP:port`), `BARE_THREADS`
+//! (default 1), `BARE_L4_READ` / `BARE_L4_WRITE` (the listener's L4 buffer sizes in bytes; unset:
+//! Pingora's defaults, 64 KiB read and 1460 bytes write).
+#![forbid(unsafe_code)]
+
+use async_trait::async_trait;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
+use pingora::prelude::*;
+use pingora::proxy::{http_proxy_service, ProxyHttp, Session};
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::upstreams::peer::HttpPeer;
+
+struct Bare {
+    upstream: String,
+}
+
+#[async_trait]
+impl ProxyHttp for Bare {
+    type CTX = ();
+
+    fn new_ctx(&self) {}
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
+        let peer = HttpPeer::new(self.upstream.as_str(), false, String::new());
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        req: &mut RequestHeader,
+        _ctx: &mut (),
+    ) -> Result<()> {
+        req.insert_header("x-bare", "1")
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        _ctx: &mut (),
+    ) -> Result<()> {
+        resp.insert_header("x-bare", "1")
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn env_num(name: &str) -> Option<usize> {
+    env(name).and_then(|v| v.parse().ok())
+}
+
+fn main() {
+    let listen = env("BARE_LISTEN").unwrap_or_else(|| "127.0.0.1:8090".into());
+    let upstream = env("BARE_UPSTREAM").unwrap_or_else(|| "127.0.0.1:8091".into());
+    let threads = env_num("BARE_THREADS").unwrap_or(1);
+    let tmp = std::env::temp_dir();
+    let pid = std::process::id();
+    let conf = ServerConf {
+        threads,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
+        pid_file: tmp.join(format!("bare-{pid}.pid")).display().to_string(),
+        upgrade_sock: tmp.join(format!("bare-{pid}.sock")).display().to_string(),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
+    server.bootstrap();
+    let mut service = http_proxy_service(&server.configuration, Bare { upstream });
+    let mut l4 = L4BufferSettings::default();
+    l4.read = env_num("BARE_L4_READ");
+    l4.write = env_num("BARE_L4_WRITE");
+    service.add_listener(ListenerConfig::tcp(listen.as_str()).l4_buffer(l4));
+    server.add_service(service);
+    eprintln!("bare: listening on {listen}, {threads} thread(s), L4 buffers {l4:?}");
+    server.run_forever();
+}

@@ -271,3 +271,27 @@ fn stitch_check_refuses_a_star_with_credentials() {
     assert!(err.contains(":2: cors.web:"), "{err}");
     assert!(err.contains("credentials"), "{err}");
 }
+
+#[test]
+fn refused_header_labels_are_capped_against_clients_that_invent_names() {
+    let up = Upstream::start();
+    let s = stitch_with(&up, "");
+    for i in 0..80 {
+        let r = preflight(&s, ORIGIN, &format!("traceparent, x-made-up-{i}"));
+        assert_eq!(r.status, 204);
+    }
+    let m = s.metrics();
+    let series = m
+        .lines()
+        .filter(|l| l.starts_with("stitch_cors_refused_header_total{"))
+        .count();
+    assert_eq!(series, 65, "64 names and `other`:\n{m}");
+    assert!(
+        m.contains("stitch_cors_refused_header_total{header=\"other\"} 16"),
+        "{m}"
+    );
+    assert!(
+        m.contains("stitch_cors_refused_header_total{header=\"x-made-up-0\"} 1"),
+        "{m}"
+    );
+}

@@ -92,7 +92,13 @@ pub struct Stitch {
     /// service/env/version after `DD_*` overrides, for logs.
     pub service: ServiceSettings,
     formats: FormatCounters,
+    /// Header names already used as `stitch_cors_refused_header_total` labels. Clients choose
+    /// these names, so the label set is capped; later names are counted as `other`.
+    refused_labels: std::sync::Mutex<std::collections::HashSet<String>>,
 }
+
+/// Distinct header names `stitch_cors_refused_header_total` keeps before folding into `other`.
+const MAX_REFUSED_HEADER_LABELS: usize = 64;
 
 impl Stitch {
     pub fn new(
@@ -146,7 +152,24 @@ impl Stitch {
             spans,
             service,
             formats,
+            refused_labels: std::sync::Mutex::new(std::collections::HashSet::new()),
         }
+    }
+
+    /// Count a header a preflight asked for and stitch left out, under a bounded label set.
+    fn count_refused_header(&self, header: &str) {
+        let known = match self.refused_labels.lock() {
+            Ok(mut seen) => {
+                seen.contains(header)
+                    || (seen.len() < MAX_REFUSED_HEADER_LABELS && seen.insert(header.to_string()))
+            }
+            Err(_) => false,
+        };
+        let label = if known { header } else { "other" };
+        self.metrics
+            .cors_refused_header
+            .with_label_values(&[label])
+            .inc();
     }
 
     /// Extract, decide and count: the trace plan for a request on `route`.
@@ -448,10 +471,7 @@ impl ProxyHttp for Stitch {
                         refused_headers,
                     } => {
                         for h in &refused_headers {
-                            self.metrics
-                                .cors_refused_header
-                                .with_label_values(&[h])
-                                .inc();
+                            self.count_refused_header(h);
                         }
                         if !route.profile.is_passthrough() {
                             ctx.trace =

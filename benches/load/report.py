@@ -204,7 +204,7 @@ def draw_chart(names, table, out):
     script = f"""
 set terminal pngcairo size 1500,560 font "sans,10"
 set output "{png}"
-set multiplot layout 1,3 title "stitch load benchmark (wrk -t1 -c32, proxy alone on one core; medians; proxied: direct, nginx, stitch plain/full; preflights: nginx 204, stitch)"
+set multiplot layout 1,3 title "stitch load benchmark: wrk -t1 -c32, the proxy alone on one core, medians of the rounds (nginx 204 and stitch preflight: OPTIONS answered at the edge)"
 set style fill solid 0.85 noborder
 set boxwidth 0.7
 set grid ytics

@@ -225,8 +225,9 @@ impl Stitch {
     /// Rewrite the trace headers of a request as it goes upstream (also what the echo shows):
     /// remove every propagation header stitch knows, then write the profile's inject formats.
     fn rewrite_request(&self, route: &RouteRuntime, req: &mut RequestHeader, plan: &TracePlan) {
-        // Pingora's header edits also keep its case map; only touch what is there.
-        for name in KNOWN_TRACE_HEADERS {
+        // Pingora's header edits also keep its case map; only touch what is there. The names
+        // are parsed once, not on every request.
+        for name in known_trace_header_names() {
             if req.headers.contains_key(name) {
                 req.remove_header(name);
             }
@@ -265,6 +266,17 @@ impl Stitch {
             };
         }
     }
+}
+
+/// [`KNOWN_TRACE_HEADERS`] as parsed header names, built once.
+fn known_trace_header_names() -> &'static [HeaderName] {
+    static NAMES: std::sync::OnceLock<Vec<HeaderName>> = std::sync::OnceLock::new();
+    NAMES.get_or_init(|| {
+        KNOWN_TRACE_HEADERS
+            .iter()
+            .map(|n| HeaderName::from_static(n))
+            .collect()
+    })
 }
 
 /// Every trace header stitch removes before injecting (lowercase).

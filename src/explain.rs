@@ -134,29 +134,18 @@ pub fn explain(
         plan.parent_id
     );
     let _ = writeln!(o, "\nheaders sent upstream (trace headers replaced):");
-    let out = plan.outgoing(&profile.inject);
-    let mut kept: Vec<(String, String)> = headers
-        .iter()
-        .filter(|(k, _)| {
-            let n = k.as_str();
-            !(propagation::STRIPPED_HEADERS.contains(&n)
-                || n == "baggage"
-                || n.starts_with("x-datadog-")
-                || n.starts_with("x-b3-"))
-        })
-        .map(|(k, v)| {
-            (
-                k.to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    kept.extend(out.iter().map(|(k, v)| {
+    // The same edit the proxy makes: strip every known trace header, inject the profile's.
+    let mut sent = headers.clone();
+    propagation::strip(&mut sent);
+    for (k, v) in plan.outgoing(&profile.inject).iter() {
+        sent.append(k.clone(), v.clone());
+    }
+    let kept = sent.iter().map(|(k, v)| {
         (
             k.to_string(),
             String::from_utf8_lossy(v.as_bytes()).into_owned(),
         )
-    }));
+    });
     for (k, v) in kept {
         let _ = writeln!(o, "  {k}: {v}");
     }

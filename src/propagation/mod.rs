@@ -198,9 +198,21 @@ pub fn strip(headers: &mut HeaderMap) {
     }
 }
 
-fn is_propagation_name(name: &str) -> bool {
+/// Is this lowercase header name one [`strip`] removes? (For header maps that cannot be edited
+/// through [`strip`], such as Pingora's, which keeps a case map beside the `HeaderMap`.)
+pub fn is_propagation_name(name: &str) -> bool {
     matches!(name, "traceparent" | "tracestate" | "b3" | "baggage")
         || is_prefixed_propagation_name(name)
+}
+
+/// The `'static` spelling of a header name stitch writes, so a caller can hand it on without
+/// copying the name.
+pub fn static_name(name: &HeaderName) -> Option<&'static str> {
+    STRIPPED_HEADERS
+        .iter()
+        .copied()
+        .chain([baggage::HEADER])
+        .find(|s| *s == name.as_str())
 }
 
 fn is_prefixed_propagation_name(name: &str) -> bool {

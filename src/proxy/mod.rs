@@ -225,27 +225,22 @@ impl Stitch {
     /// Rewrite the trace headers of a request as it goes upstream (also what the echo shows):
     /// remove every propagation header stitch knows, then write the profile's inject formats.
     fn rewrite_request(&self, route: &RouteRuntime, req: &mut RequestHeader, plan: &TracePlan) {
-        // Pingora's header edits also keep its case map; only touch what is there. The names
-        // are parsed once, not on every request.
-        for name in known_trace_header_names() {
-            if req.headers.contains_key(name) {
-                req.remove_header(name);
+        // Pingora keeps a case map beside its HeaderMap, so `propagation::strip` cannot edit
+        // it; remove the same names through Pingora, touching only the ones present.
+        let mut present: [Option<HeaderName>; 16] = Default::default();
+        let mut overflow = Vec::new();
+        let mut n = 0;
+        for k in req.headers.keys() {
+            if propagation::is_propagation_name(k.as_str()) {
+                match present.get_mut(n) {
+                    Some(slot) => *slot = Some(k.clone()),
+                    None => overflow.push(k.clone()),
+                }
+                n += 1;
             }
         }
-        let stale = req
-            .headers
-            .keys()
-            .any(|k| k.as_str().starts_with("x-datadog-") || k.as_str().starts_with("x-b3-"));
-        if stale {
-            let names: Vec<HeaderName> = req
-                .headers
-                .keys()
-                .filter(|k| k.as_str().starts_with("x-datadog-") || k.as_str().starts_with("x-b3-"))
-                .cloned()
-                .collect();
-            for n in names {
-                req.remove_header(&n);
-            }
+        for name in present.into_iter().flatten().chain(overflow) {
+            req.remove_header(&name);
         }
         let out = plan.outgoing(&route.profile.inject);
         for f in &route.profile.inject {
@@ -260,32 +255,13 @@ impl Stitch {
             }
             let Some(n) = &last else { continue };
             // A static name spares Pingora a copy of the name on every append.
-            let _ = match KNOWN_TRACE_HEADERS.iter().find(|k| **k == n.as_str()) {
-                Some(k) => req.append_header(*k, value),
+            let _ = match propagation::static_name(n) {
+                Some(k) => req.append_header(k, value),
                 None => req.append_header(n.clone(), value),
             };
         }
     }
 }
-
-/// [`KNOWN_TRACE_HEADERS`] as parsed header names, built once.
-fn known_trace_header_names() -> &'static [HeaderName] {
-    static NAMES: std::sync::OnceLock<Vec<HeaderName>> = std::sync::OnceLock::new();
-    NAMES.get_or_init(|| {
-        KNOWN_TRACE_HEADERS
-            .iter()
-            .map(|n| HeaderName::from_static(n))
-            .collect()
-    })
-}
-
-/// Every trace header stitch removes before injecting (lowercase).
-const KNOWN_TRACE_HEADERS: [&str; 14] = {
-    let s = propagation::STRIPPED_HEADERS;
-    [
-        s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9], s[10], s[11], s[12], "baggage",
-    ]
-};
 
 /// The host a request is for: the `Host` header, or the URI authority (HTTP/2).
 fn request_host(req: &RequestHeader) -> &str {

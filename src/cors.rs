@@ -446,6 +446,10 @@ pub enum PreflightDecision {
 
 impl PreflightDecision {
     /// The `result` label of `stitch_cors_preflight_total`.
+    /// Every value [`PreflightDecision::result_label`] can return.
+    pub const RESULT_LABELS: [&'static str; 4] =
+        ["allowed", "allowed_partial", "refused_origin", "forwarded"];
+
     pub fn result_label(&self) -> &'static str {
         match self {
             PreflightDecision::Allow {

@@ -48,6 +48,8 @@ pub struct RouteRuntime {
     pub cors: Option<CorsPolicy>,
     /// `stitch_sampling_decisions_total` handles: `[source][keep, drop]`.
     decisions: [[IntCounter; 2]; 3],
+    /// `stitch_cors_preflight_total` handles, in `PreflightDecision::RESULT_LABELS` order.
+    preflights: [IntCounter; 4],
 }
 
 /// `stitch_propagation_{extracted,injected}_total` handles by format.
@@ -126,7 +128,13 @@ impl Stitch {
                         ])
                     })
                 });
+                let preflights = PreflightDecision::RESULT_LABELS.map(|result| {
+                    metrics
+                        .cors_preflight
+                        .with_label_values(&[r.name.as_str(), result])
+                });
                 RouteRuntime {
+                    preflights,
                     name: r.name.clone(),
                     target: r.target,
                     metrics: metrics.route(&r.name),
@@ -449,10 +457,13 @@ impl ProxyHttp for Stitch {
             }
             if cors::is_preflight(&req.method, &req.headers) {
                 let decision = cors::answer_preflight(policy, &req.headers, &[]);
-                self.metrics
-                    .cors_preflight
-                    .with_label_values(&[route.name.as_str(), decision.result_label()])
-                    .inc();
+                let label = decision.result_label();
+                if let Some(i) = PreflightDecision::RESULT_LABELS
+                    .iter()
+                    .position(|l| *l == label)
+                {
+                    route.preflights[i].inc();
+                }
                 match decision {
                     PreflightDecision::Allow {
                         headers,

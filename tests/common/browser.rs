@@ -8,7 +8,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -308,40 +308,15 @@ fn serve_page_conn(
     events: Arc<Mutex<Vec<Value>>>,
 ) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-    let mut buf = Vec::new();
-    let end = loop {
-        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break p;
-        }
-        let mut chunk = [0u8; 8192];
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
+    let Some(crate::common::RawRequest {
+        method,
+        target,
+        headers,
+        body,
+    }) = crate::common::read_request(&mut stream, &mut Vec::new())
+    else {
+        return;
     };
-    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-    let mut body = buf[end + 4..].to_vec();
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next().unwrap_or("").split_whitespace();
-    let method = first.next().unwrap_or("").to_string();
-    let target = first.next().unwrap_or("").to_string();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let len: usize = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    while body.len() < len {
-        let mut chunk = [0u8; 8192];
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => body.extend_from_slice(&chunk[..n]),
-        }
-    }
-    body.truncate(len);
 
     let (status, ctype, payload): (u16, &str, Vec<u8>) = if method == "OPTIONS" {
         (204, "text/plain", Vec::new())

@@ -15,24 +15,35 @@ import shutil
 import statistics
 import subprocess
 
-ORDER = ["direct", "nginx", "pingora-bare", "stitch-plain", "stitch-full", "nginx-204", "stitch-preflight"]
+# before-*: the same routes served by the --compare-bin binary, each right before its stitch-* twin
+ORDER = ["direct", "nginx", "pingora-bare", "before-plain", "stitch-plain", "before-full", "stitch-full",
+         "nginx-204", "pingora-bare-204", "before-preflight", "stitch-preflight"]
+# ratio columns: every contender against nginx in its mode (before-* and pingora-bare-204 included)
 REFERENCE = {"proxy": "nginx", "preflight": "nginx-204"}
 SHORT = {
     "direct": "direct",
     "nginx": "nginx",
     "pingora-bare": "bare\\nPingora",
+    "before-plain": "before\\nplain",
     "stitch-plain": "stitch\\nplain",
+    "before-full": "before\\nfull",
     "stitch-full": "stitch\\nfull",
     "nginx-204": "nginx\\n204",
+    "pingora-bare-204": "bare\\n204",
+    "before-preflight": "before\\npreflight",
     "stitch-preflight": "stitch\\npreflight",
 }
 LABEL = {
     "direct": "direct (no proxy)",
     "nginx": "nginx proxy",
     "pingora-bare": "bare Pingora proxy (baseline)",
+    "before-plain": "stitch plain route, before ({compare})",
     "stitch-plain": "stitch plain route",
+    "before-full": "stitch full route, before ({compare})",
     "stitch-full": "stitch full route",
     "nginx-204": "preflight: nginx return 204",
+    "pingora-bare-204": "preflight: bare Pingora 204 (baseline)",
+    "before-preflight": "preflight: stitch at the edge, before ({compare})",
     "stitch-preflight": "preflight: stitch at the edge",
 }
 
@@ -57,6 +68,10 @@ def main():
     a = ap.parse_args()
 
     meta = [l.rstrip("\n") for l in open(a.meta) if l.strip()]
+    # the --compare-bin binary, named in the before-* labels by its file name
+    compare = next((l[len("compare: "):].split(" (")[0] for l in meta if l.startswith("compare: ")), "")
+    compare = os.path.basename(compare) or "--compare-bin"
+    label = {n: l.format(compare=compare) for n, l in LABEL.items()}
     rows = list(csv.DictReader(open(a.rounds)))
     per = {}  # contender -> round -> metrics
     modes = {}
@@ -118,7 +133,7 @@ def main():
     for n in names:
         t = table[n]
         lines.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
-            LABEL[n], fmt(t["rps"], ",.0f"), fmt(t["p50"], ".2f"), fmt(t["p99"], ".2f"),
+            label[n], fmt(t["rps"], ",.0f"), fmt(t["p50"], ".2f"), fmt(t["p99"], ".2f"),
             fmt(t["p99_added"], "+.2f"), fmt(t["cpu"], ".1f"), fmt(t["sys"], ".1f"),
             pct(t["busy"]), f"{pct(t['core1'])} ({pct(t['irq1'])})", pct(t["core0"]),
             fmt(t["rss"], ".1f"), fmt(t["rps_ratio"], ".2f"), fmt(t["cpu_ratio"], ".2f"), t["errors"]))
@@ -196,15 +211,18 @@ def draw_chart(names, table, out):
         for i, n in enumerate(names):
             t = table[n]
             color = ("0x888888" if n == "direct" else "0x2e8b57" if n.startswith("nginx")
-                     else "0xd08a2a" if n == "pingora-bare" else "0x1f5fbf")
+                     else "0xd08a2a" if n.startswith("pingora-bare")
+                     else "0x8fb3e8" if n.startswith("before-") else "0x1f5fbf")
             f.write('{} "{}" {} {} {} {}\n'.format(
                 i, SHORT[n],
                 t["rps"] or 0, t["cpu"] if t["cpu"] is not None else "NaN", t["p99"] or 0, color))
     png = os.path.join(out, "latest.png")
+    width = max(1500, 3 * (70 * len(names) + 90))  # room for every bar's two-line label
+    before = "; before: the --compare-bin build" if any(n.startswith("before-") for n in names) else ""
     script = f"""
-set terminal pngcairo size 1500,560 font "sans,10"
+set terminal pngcairo size {width},560 font "sans,10"
 set output "{png}"
-set multiplot layout 1,3 title "stitch load benchmark: wrk -t1 -c32, the proxy alone on one core, medians of the rounds (nginx 204 and stitch preflight: OPTIONS answered at the edge)"
+set multiplot layout 1,3 title "stitch load benchmark: wrk -t1 -c32, the proxy alone on one core, medians of the rounds (the 204s and preflights: OPTIONS answered at the edge{before})"
 set style fill solid 0.85 noborder
 set boxwidth 0.7
 set grid ytics

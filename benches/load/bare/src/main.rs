@@ -1,5 +1,7 @@
 //! A bare Pingora reverse proxy, the baseline of stitch's load benchmark (`--baseline`): one
-//! upstream, one header added to the request and one to the response, nothing else.
+//! upstream, one header added to the request and one to the response, nothing else. A CORS
+//! preflight (any OPTIONS request) is answered at the edge with a fixed 204, as stitch answers
+//! it, so the benchmark also shows Pingora's floor for a response that never goes upstream.
 //!
 //! Settings from the environment: `BARE_LISTEN` and `BARE_UPSTREAM` (`IP:port`), `BARE_THREADS`
 //! (default 1), `BARE_L4_READ` / `BARE_L4_WRITE` (the listener's L4 buffer sizes in bytes; unset:
@@ -7,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 use async_trait::async_trait;
+use http::{header, Method};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::prelude::*;
@@ -23,6 +26,29 @@ impl ProxyHttp for Bare {
     type CTX = ();
 
     fn new_ctx(&self) {}
+
+    /// OPTIONS: a fixed preflight answer (the request's Origin echoed), written here and never
+    /// forwarded; everything else goes on to the upstream.
+    async fn request_filter(&self, session: &mut Session, _ctx: &mut ()) -> Result<bool> {
+        if session.req_header().method != Method::OPTIONS {
+            return Ok(false);
+        }
+        let origin = session.req_header().headers.get(header::ORIGIN).cloned();
+        let mut resp = ResponseHeader::build(204, Some(6))?;
+        if let Some(origin) = origin {
+            resp.insert_header(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin)?;
+        }
+        resp.insert_header(header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST")?;
+        resp.insert_header(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            "traceparent, tracestate, x-datadog-trace-id",
+        )?;
+        resp.insert_header(header::ACCESS_CONTROL_MAX_AGE, "600")?;
+        resp.insert_header(header::VARY, "Origin")?;
+        resp.insert_header(header::CONTENT_LENGTH, "0")?;
+        session.write_response_header(Box::new(resp), true).await?;
+        Ok(true)
+    }
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
         let peer = HttpPeer::new(self.upstream.as_str(), false, String::new());
@@ -73,9 +99,10 @@ fn main() {
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
     let mut service = http_proxy_service(&server.configuration, Bare { upstream });
-    let mut l4 = L4BufferSettings::default();
-    l4.read = env_num("BARE_L4_READ");
-    l4.write = env_num("BARE_L4_WRITE");
+    let l4 = L4BufferSettings {
+        read: env_num("BARE_L4_READ"),
+        write: env_num("BARE_L4_WRITE"),
+    };
     service.add_listener(ListenerConfig::tcp(listen.as_str()).l4_buffer(l4));
     server.add_service(service);
     eprintln!("bare: listening on {listen}, {threads} thread(s), L4 buffers {l4:?}");

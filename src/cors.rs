@@ -228,7 +228,10 @@ impl CorsPolicy {
     }
 
     fn admits_header(&self, name: &str, tracing_headers: &[&str]) -> bool {
-        self.allowed_headers.iter().any(|h| h == name)
+        // `allowed_headers` are lower-case; `name` is as the browser wrote it.
+        self.allowed_headers
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(name))
             || tracing_headers
                 .iter()
                 .any(|h| h.trim().eq_ignore_ascii_case(name))
@@ -501,13 +504,12 @@ pub fn answer_preflight(
             if name.is_empty() {
                 continue;
             }
+            // Admitted names (nearly all) cost no allocation; a refused one becomes a label.
             let lower = match std::str::from_utf8(name) {
+                Ok(s) if policy.admits_header(s, tracing_headers) => continue,
                 Ok(s) => s.to_ascii_lowercase(),
                 Err(_) => "<invalid>".to_string(),
             };
-            if policy.admits_header(&lower, tracing_headers) {
-                continue;
-            }
             let mut label = if HeaderName::from_bytes(lower.as_bytes()).is_ok() {
                 lower
             } else {
@@ -675,6 +677,30 @@ pub fn decorate_response(policy: &CorsPolicy, origin: &[u8], resp: &mut HeaderMa
             policy.expose_headers.iter().map(String::as_str),
         );
     }
+}
+
+/// The headers [`decorate_response`] gives a response that carries no CORS header and no
+/// `Vary` of its own, for an `origin` the policy allows (the caller has checked): the echoed
+/// origin, `Vary: Origin`, and the policy's credentials and expose values, all ready-made. The
+/// proxy writes these straight into Pingora's response header, without a scratch map.
+pub fn clean_response_headers(
+    policy: &CorsPolicy,
+    origin: &HeaderValue,
+) -> [Option<(&'static str, HeaderValue)>; 4] {
+    [
+        Some(("access-control-allow-origin", origin.clone())),
+        Some(("vary", HeaderValue::from_static("Origin"))),
+        policy.allow_credentials.then(|| {
+            (
+                "access-control-allow-credentials",
+                HeaderValue::from_static("true"),
+            )
+        }),
+        policy
+            .expose_headers_value
+            .clone()
+            .map(|v| ("access-control-expose-headers", v)),
+    ]
 }
 
 #[cfg(test)]
@@ -1135,6 +1161,32 @@ mod tests {
             all(&r, &ACCESS_CONTROL_ALLOW_ORIGIN),
             ["https://app.example.com"]
         );
+    }
+
+    /// The proxy's shortcut for a response without CORS headers of its own must add exactly
+    /// what `decorate_response` adds, for every combination of credentials and expose list.
+    #[test]
+    fn clean_response_headers_match_decorate_response() {
+        for credentials in [false, true] {
+            for expose in [
+                vec![],
+                vec!["X-Request-Id".to_string(), "traceparent".into()],
+            ] {
+                let mut s = spec(&["https://app.example.com"]);
+                s.allow_credentials = credentials;
+                s.expose_headers = expose.clone();
+                let p = CorsPolicy::new(s).unwrap();
+                let origin = HeaderValue::from_static("https://app.example.com");
+                let mut want = HeaderMap::new();
+                want.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("a/b"));
+                let mut got = want.clone();
+                decorate_response(&p, origin.as_bytes(), &mut want);
+                for (name, value) in clean_response_headers(&p, &origin).into_iter().flatten() {
+                    got.append(HeaderName::from_static(name), value);
+                }
+                assert_eq!(got, want, "credentials {credentials}, expose {expose:?}");
+            }
+        }
     }
 
     #[test]

@@ -209,10 +209,7 @@ pub fn build(config: Config) -> anyhow::Result<Built> {
         } else {
             Arc::new(lb)
         };
-        pools.push(Pool {
-            cfg: up.clone(),
-            lb,
-        });
+        pools.push(Pool::new(up.clone(), lb));
     }
 
     let service = service_with_env(&config.service);

@@ -222,6 +222,20 @@ fn is_prefixed_propagation_name(name: &str) -> bool {
 /// Write `formats` for `ctx`, with `span_id` (the edge span) as the parent in every format.
 /// Baggage comes from `ctx.baggage`. Does not strip first (the caller strips).
 pub fn inject(ctx: &TraceContext, span_id: u64, formats: &[Format], out: &mut HeaderMap) {
+    inject_each(ctx, span_id, formats, |name, value| {
+        out.insert(name.clone(), value);
+    });
+}
+
+/// [`inject`] without a header map: hands each header to `emit` as it is finished, for a
+/// caller that writes into a map of its own (the proxy, into Pingora's request header). A name
+/// may come twice (a repeated format); the later value is the one to keep.
+pub fn inject_each(
+    ctx: &TraceContext,
+    span_id: u64,
+    formats: &[Format],
+    emit: impl FnMut(&'static HeaderName, HeaderValue),
+) {
     let mut w = Writer::new();
     for (i, f) in formats.iter().enumerate() {
         if formats[..i].contains(f) {
@@ -235,7 +249,7 @@ pub fn inject(ctx: &TraceContext, span_id: u64, formats: &[Format], out: &mut He
             Format::Baggage => baggage::write(ctx, &mut w),
         }
     }
-    w.flush(out);
+    w.flush_each(emit);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -496,7 +510,15 @@ impl Writer {
         }
     }
 
+    /// Finish: every value into `out` (a later value of the same name replaces the earlier).
     pub(crate) fn flush(self, out: &mut HeaderMap) {
+        self.flush_each(|name, value| {
+            out.insert(name.clone(), value);
+        });
+    }
+
+    /// Finish: hand every value to `emit`, in the order written (heap-spilled values last).
+    pub(crate) fn flush_each(self, mut emit: impl FnMut(&'static HeaderName, HeaderValue)) {
         let Writer {
             buf,
             ranges,
@@ -506,7 +528,8 @@ impl Writer {
             ..
         } = self;
         if n_ranges > 0 {
-            let shared = Bytes::from_owner(buf);
+            // Only the written part is copied to the heap, not the whole stack buffer.
+            let shared = Bytes::copy_from_slice(buf.as_ref());
             for &(name, a, b) in ranges.iter().take(n_ranges) {
                 let (a, b) = (usize::from(a), usize::from(b));
                 let Some(name) = name else { continue };
@@ -514,15 +537,15 @@ impl Writer {
                     continue;
                 }
                 if let Ok(v) = HeaderValue::from_maybe_shared(shared.slice(a..b)) {
-                    out.insert(name.clone(), v);
+                    emit(name, v);
                 }
             }
         }
         for (name, v) in values.into_iter().flatten() {
-            out.insert(name.clone(), v);
+            emit(name, v);
         }
         for (name, v) in spilled {
-            out.insert(name.clone(), v);
+            emit(name, v);
         }
     }
 }

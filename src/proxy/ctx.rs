@@ -31,7 +31,7 @@ pub struct Ctx {
     pub start: Instant,
     pub start_wall: SystemTime,
     /// The upstream server chosen for the request (`ip:port`).
-    pub upstream: Option<String>,
+    pub upstream: Option<Arc<str>>,
     /// Why the request failed, as a short label (metrics, span error type).
     pub error_kind: Option<&'static str>,
     /// Human-readable error for the span and the log.

@@ -36,11 +36,37 @@ use crate::span::SpanSink;
 pub struct Pool {
     pub cfg: Upstream,
     pub lb: Arc<LoadBalancer<RoundRobin>>,
+    /// Each server's address as text, for spans and logs, made once rather than per request.
+    labels: Vec<(pingora::protocols::l4::socket::SocketAddr, Arc<str>)>,
+}
+
+impl Pool {
+    pub fn new(cfg: Upstream, lb: Arc<LoadBalancer<RoundRobin>>) -> Pool {
+        let labels = lb
+            .backends()
+            .get_backend()
+            .iter()
+            .map(|b| (b.addr.clone(), Arc::from(b.addr.to_string())))
+            .collect();
+        Pool { cfg, lb, labels }
+    }
+
+    /// The text of a server's address.
+    fn label(&self, addr: &pingora::protocols::l4::socket::SocketAddr) -> Arc<str> {
+        match self.labels.iter().find(|(a, _)| a == addr) {
+            Some((_, label)) => label.clone(),
+            None => Arc::from(addr.to_string()),
+        }
+    }
 }
 
 /// Everything a route needs at request time, resolved at start-up.
 pub struct RouteRuntime {
     pub name: String,
+    /// `name`, shared with every edge span of the route.
+    pub name_shared: Arc<str>,
+    /// The span resource (`"METHOD route"`) for the common methods, made once.
+    resources: Vec<(http::Method, Arc<str>)>,
     pub target: Target,
     pub metrics: RouteMetrics,
     pub profile: Profile,
@@ -50,6 +76,16 @@ pub struct RouteRuntime {
     decisions: [[IntCounter; 2]; 3],
     /// `stitch_cors_preflight_total` handles, in `PreflightDecision::RESULT_LABELS` order.
     preflights: [IntCounter; 4],
+}
+
+impl RouteRuntime {
+    /// The edge span's resource for a request with `method`.
+    pub fn resource(&self, method: &http::Method) -> Arc<str> {
+        match self.resources.iter().find(|(m, _)| m == method) {
+            Some((_, r)) => r.clone(),
+            None => Arc::from(format!("{method} {}", self.name)),
+        }
+    }
 }
 
 /// `stitch_propagation_{extracted,injected}_total` handles by format.
@@ -133,8 +169,25 @@ impl Stitch {
                         .cors_preflight
                         .with_label_values(&[r.name.as_str(), result])
                 });
+                let resources = [
+                    http::Method::GET,
+                    http::Method::POST,
+                    http::Method::PUT,
+                    http::Method::PATCH,
+                    http::Method::DELETE,
+                    http::Method::HEAD,
+                    http::Method::OPTIONS,
+                ]
+                .into_iter()
+                .map(|m| {
+                    let resource = Arc::from(format!("{m} {}", r.name));
+                    (m, resource)
+                })
+                .collect();
                 RouteRuntime {
                     preflights,
+                    resources,
+                    name_shared: Arc::from(r.name.as_str()),
                     name: r.name.clone(),
                     target: r.target,
                     metrics: metrics.route(&r.name),
@@ -231,42 +284,54 @@ impl Stitch {
     }
 
     /// Rewrite the trace headers of a request as it goes upstream (also what the echo shows):
-    /// remove every propagation header stitch knows, then write the profile's inject formats.
+    /// write the profile's inject formats and remove every other propagation header stitch
+    /// knows.
     fn rewrite_request(&self, route: &RouteRuntime, req: &mut RequestHeader, plan: &TracePlan) {
         // Pingora keeps a case map beside its HeaderMap, so `propagation::strip` cannot edit
-        // it; remove the same names through Pingora, touching only the ones present.
-        let mut present: [Option<HeaderName>; 16] = Default::default();
-        let mut overflow = Vec::new();
+        // it; the edit goes through Pingora's API. A header stitch writes replaces the incoming
+        // one in place (one insert rather than a remove and an append, and the maps do not
+        // grow); the others present are removed. The names are `'static` so Pingora does not
+        // copy them into its case map.
+        let mut written: [Option<(&'static str, HeaderValue)>; 16] = Default::default();
+        let mut overflow: Vec<(&'static str, HeaderValue)> = Vec::new();
         let mut n = 0;
-        for k in req.headers.keys() {
-            if propagation::is_propagation_name(k.as_str()) {
-                match present.get_mut(n) {
-                    Some(slot) => *slot = Some(k.clone()),
-                    None => overflow.push(k.clone()),
+        propagation::inject_each(
+            &plan.context,
+            plan.span_id,
+            &route.profile.inject,
+            |name, value| {
+                let name: &'static str = name.as_str();
+                match written.get_mut(n) {
+                    Some(slot) => *slot = Some((name, value)),
+                    None => overflow.push((name, value)),
                 }
                 n += 1;
+            },
+        );
+        let writes = || written.iter().flatten().chain(overflow.iter());
+        let mut stale: [Option<HeaderName>; 16] = Default::default();
+        let mut stale_overflow = Vec::new();
+        let mut m = 0;
+        for k in req.headers.keys() {
+            let k_str = k.as_str();
+            if propagation::is_propagation_name(k_str) && !writes().any(|(w, _)| *w == k_str) {
+                match stale.get_mut(m) {
+                    Some(slot) => *slot = Some(k.clone()),
+                    None => stale_overflow.push(k.clone()),
+                }
+                m += 1;
             }
         }
-        for name in present.into_iter().flatten().chain(overflow) {
+        for name in stale.into_iter().flatten().chain(stale_overflow) {
             req.remove_header(&name);
         }
-        let out = plan.outgoing(&route.profile.inject);
+        for (name, value) in written.into_iter().flatten().chain(overflow) {
+            let _ = req.insert_header(name, value);
+        }
         for f in &route.profile.inject {
             if *f != Format::Baggage || plan.context.baggage.is_some() {
                 self.formats.injected[format_index(*f)].inc();
             }
-        }
-        let mut last: Option<HeaderName> = None;
-        for (name, value) in out {
-            if let Some(n) = name {
-                last = Some(n);
-            }
-            let Some(n) = &last else { continue };
-            // A static name spares Pingora a copy of the name on every append.
-            let _ = match propagation::static_name(n) {
-                Some(k) => req.append_header(k, value),
-                None => req.append_header(n.clone(), value),
-            };
         }
     }
 }
@@ -302,9 +367,17 @@ pub async fn respond(
     if let Some(ct) = content_type {
         resp.insert_header(http::header::CONTENT_TYPE, ct)?;
     }
-    resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    let length = match body.len() {
+        0 => HeaderValue::from_static("0"),
+        n => HeaderValue::from(n),
+    };
+    resp.insert_header(http::header::CONTENT_LENGTH, length)?;
     for (k, v) in extra {
-        resp.append_header(k, v)?;
+        // A `'static` name spares Pingora a copy of it in its case map.
+        match CORS_RESPONSE_NAMES.iter().find(|s| k == **s) {
+            Some(s) => resp.append_header(*s, v)?,
+            None => resp.append_header(k, v)?,
+        };
     }
     ctx.answered = status;
     let head_only = session.req_header().method == http::Method::HEAD;
@@ -362,6 +435,17 @@ const CORS_RESPONSE_HEADERS: [HeaderName; 7] = [
     http::header::ACCESS_CONTROL_ALLOW_METHODS,
     http::header::ACCESS_CONTROL_MAX_AGE,
     http::header::VARY,
+];
+
+/// [`CORS_RESPONSE_HEADERS`] spelt as `'static` strings, in the same order.
+const CORS_RESPONSE_NAMES: [&str; 7] = [
+    "access-control-allow-origin",
+    "access-control-allow-credentials",
+    "access-control-expose-headers",
+    "access-control-allow-headers",
+    "access-control-allow-methods",
+    "access-control-max-age",
+    "vary",
 ];
 
 /// Apply a header-map edit to a Pingora response (whose map is not directly mutable), syncing
@@ -546,7 +630,7 @@ impl ProxyHttp for Stitch {
             e.esource = ErrorSource::Upstream;
             e
         })?;
-        ctx.upstream = Some(backend.addr.to_string());
+        ctx.upstream = Some(pool.label(&backend.addr));
         let mut peer = HttpPeer::new(backend, pool.cfg.tls, pool.cfg.sni.clone());
         peer.options.connection_timeout = Some(pool.cfg.connect_timeout);
         peer.options.read_timeout = Some(pool.cfg.read_timeout);
@@ -578,6 +662,21 @@ impl ProxyHttp for Stitch {
         let (Some(policy), Some(origin)) = (&self.routes[idx].cors, &ctx.allowed_origin) else {
             return Ok(());
         };
+        if !ctx.augment_preflight
+            && !CORS_RESPONSE_HEADERS
+                .iter()
+                .any(|n| resp.headers.contains_key(n))
+        {
+            // The usual case: the upstream set no CORS header and no Vary, so the decoration
+            // is a few ready-made values written straight in.
+            for (name, value) in cors::clean_response_headers(policy, origin)
+                .into_iter()
+                .flatten()
+            {
+                resp.insert_header(name, value)?;
+            }
+            return Ok(());
+        }
         if ctx.augment_preflight {
             edit_cors_headers(resp, |m| {
                 cors::augment_preflight_response(policy, origin.as_bytes(), &[], m)
@@ -606,7 +705,7 @@ impl ProxyHttp for Stitch {
             ErrorSource::Upstream => {
                 let (kind, code) = classify(e);
                 ctx.error_kind = Some(kind);
-                let upstream = ctx.upstream.clone().unwrap_or_default();
+                let upstream = ctx.upstream.as_deref().unwrap_or_default();
                 let message = match kind {
                     "no_healthy_upstream" => e
                         .context
@@ -703,5 +802,17 @@ impl ProxyHttp for Stitch {
                 .inc(),
         }
         log::finish(self, session, ctx, status, elapsed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cors_response_names_spell_the_header_names() {
+        for (name, s) in CORS_RESPONSE_HEADERS.iter().zip(CORS_RESPONSE_NAMES) {
+            assert_eq!(name.as_str(), s);
+        }
     }
 }

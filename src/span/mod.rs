@@ -35,6 +35,7 @@
 //! is flushed within `shutdown_timeout`, and whatever is left then is counted as `shutdown`.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 pub mod datadog;
 pub mod export;
@@ -65,17 +66,17 @@ pub struct EdgeSpan {
     pub parent_id: u64,
     pub start_unix_nanos: i64,
     pub duration_nanos: i64,
-    /// `"METHOD route"`.
-    pub resource: String,
+    /// `"METHOD route"` (shared: built once per route and method).
+    pub resource: Arc<str>,
     /// Route name from the config.
-    pub route: String,
+    pub route: Arc<str>,
     pub method: ::http::Method,
     /// URL path, query already stripped by the caller unless configured otherwise.
     pub path: String,
     /// Response status sent to the client; 0 when no response was produced.
     pub status: u16,
     /// Upstream peer address (`host:port`).
-    pub upstream: Option<String>,
+    pub upstream: Option<Arc<str>>,
     /// Client address (IP, optionally with port).
     pub client_addr: Option<String>,
     pub user_agent: Option<String>,

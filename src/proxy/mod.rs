@@ -504,6 +504,11 @@ impl ProxyHttp for Stitch {
         Ctx::new(&self.inflight)
     }
 
+    /// No downstream modules. Pingora's default adds its response-compression module (with
+    /// compression off), which still costs a context allocation and a filter call on every
+    /// request; stitch never compresses, so it is left out.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let found = {
             let req = session.req_header();

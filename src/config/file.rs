@@ -238,8 +238,11 @@ fn default_drain() -> Spanned<i64> {
 fn default_keepalive_pool() -> Spanned<i64> {
     Spanned::new(0..0, 128)
 }
+/// 4 KiB: tokio zero-fills this buffer, so each client connection holds all of it in memory;
+/// Pingora reads request heads into its own buffer (4 KiB at first) and bypasses a read buffer
+/// no larger than that, so a bigger one costs memory without saving work.
 fn default_read_buffer() -> Spanned<i64> {
-    Spanned::new(0..0, 16 * 1024)
+    Spanned::new(0..0, 4 * 1024)
 }
 fn default_admin_listen() -> Spanned<String> {
     Spanned::new(0..0, "127.0.0.1:9901".to_string())

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """benches/load: turn the rounds of one run into the report.
 
-usage: report.py --meta META --rounds CSV --idle JSONL --upstream-view TXT [--profile TXT] --out DIR
+usage: report.py --meta META --rounds CSV --idle JSONL --upstream-view TXT [--profile TXT]
+                 [--paced CSV] --out DIR
 
 Writes DIR/latest.md (the table, medians across rounds), DIR/latest.csv (every round),
 DIR/latest.png (chart, drawn by gnuplot), DIR/profile-latest.txt (with --profile), and prints
@@ -57,6 +58,41 @@ def fmt(v, spec, none="–"):
     return none if v is None else format(v, spec)
 
 
+def paced_table(path):
+    """Latency at the paced load: medians across rounds; p99 added over direct taken per round."""
+    rows = list(csv.DictReader(open(path)))
+    if not rows:
+        return ""
+    by = {}
+    for r in rows:
+        by.setdefault(r["contender"], []).append(r)
+    direct = {r["round"]: int(r["p99_us"]) for r in by.get("direct", [])}
+    target = rows[0]["target_rps"]
+    delay = rows[0]["delay_ms"]
+    lines = [f"## Latency at a paced load (about {int(target):,} req/s offered to every contender)", "",
+             f"Each of the {len(rows) // max(len(by), 1)} rounds per contender: the same wrk connections as "
+             f"above, each pausing {delay} ms after every response, so every proxy sees about the same "
+             "request rate, below its limit. Medians across rounds; the added p99 is taken within each "
+             "round against direct.", "",
+             "| contender | req/s reached | p50 ms | p90 ms | p99 ms | p99 added over direct, ms | errors |",
+             "|---|---|---|---|---|---|---|"]
+    for name in ORDER:
+        rs = by.get(name)
+        if not rs:
+            continue
+        rps = med([int(r["requests"]) * 1e6 / int(r["duration_us"]) for r in rs])
+        added = med([(int(r["p99_us"]) - direct[r["round"]]) / 1000 for r in rs
+                     if r["round"] in direct]) if name != "direct" else None
+        lines.append("| %s | %s | %s | %s | %s | %s | %d |" % (
+            LABEL[name].format(compare="--compare-bin"), fmt(rps, ",.0f"),
+            fmt(med([int(r["p50_us"]) / 1000 for r in rs]), ".2f"),
+            fmt(med([int(r["p90_us"]) / 1000 for r in rs]), ".2f"),
+            fmt(med([int(r["p99_us"]) / 1000 for r in rs]), ".2f"),
+            "–" if added is None else f"{added:+.2f}",
+            sum(int(r["errors"]) for r in rs)))
+    return "\n".join(lines)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--meta", required=True)
@@ -64,6 +100,7 @@ def main():
     ap.add_argument("--idle", required=True)
     ap.add_argument("--upstream-view", required=True)
     ap.add_argument("--profile")
+    ap.add_argument("--paced")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
 
@@ -178,6 +215,9 @@ def main():
         md += ["## Memory with idle keep-alive connections", "",
                "Each connection made one request on the full route, then stayed open and idle while "
                "the proxy's memory was read from /proc.", "", idle_md, ""]
+    paced_md = paced_table(a.paced) if a.paced else ""
+    if paced_md:
+        md += [paced_md, ""]
     md += ["## What the full route sends upstream", "", "```"]
     md += [l.rstrip("\n") for l in open(a.upstream_view)]
     md += ["```", ""]
@@ -195,6 +235,9 @@ def main():
 
     print()
     print(table_md)
+    if paced_md:
+        print()
+        print(paced_md)
     if idle_md:
         print()
         print(idle_md)

@@ -5,6 +5,9 @@
 --   and the usual browser headers. Sixteen id sets are cycled so requests are not all identical.
 -- BENCH_MODE=preflight: the CORS preflight a browser sends before such a request.
 --
+-- BENCH_DELAY_MS (optional): each connection waits this long after a response before its next
+--   request, which paces the load (benches/load/run --paced) instead of saturating the proxy.
+--
 -- done() prints one line `BENCH_RESULT {...}` (JSON) that benches/load/run reads.
 
 local mode = os.getenv("BENCH_MODE") or "get"
@@ -61,6 +64,13 @@ function init(args)
       h["baggage"] = "session.id=" .. id[5]
       requests[i] = wrk.format("GET", nil, h)
     end
+  end
+end
+
+local pace = tonumber(os.getenv("BENCH_DELAY_MS") or "")
+if pace and pace > 0 then
+  function delay()
+    return pace
   end
 end
 

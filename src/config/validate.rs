@@ -222,6 +222,15 @@ pub fn validate(text: &str, f: &FileConfig) -> Result<Config, Vec<ConfigError>> 
                 format!("{key}.health_check.interval_ms"),
             )
         });
+        if u_ref.tls && u_ref.verify_cert && u_ref.sni.as_deref() == Some("") {
+            // Pingora sends no SNI then and skips certificate verification altogether.
+            errs.at(
+                u.span(),
+                format!("{key}.sni"),
+                "is empty, which turns certificate verification off: name the upstream's \
+                 host, or set verify_cert = false",
+            );
+        }
         let sni = u_ref.sni.clone().unwrap_or_else(|| {
             list.first()
                 .and_then(|s| s.rsplit_once(':').map(|(h, _)| h.to_string()))

@@ -1,0 +1,522 @@
+//! Two upstream features against real peers: TLS to the upstream (`tls`, `sni`, `verify_cert`)
+//! and the active health check (`health_check = { interval_ms }`).
+//!
+//! The HTTPS upstream is `tests/peers/tls_upstream.py` (Python's `ssl` and `http.server`, run
+//! with the venv's python from `.ci/setup test`) serving a self-signed certificate that the
+//! `openssl` CLI makes for each test in a temporary directory. It reports the SNI it received.
+//! The health-check pools pair a real recording upstream with a port nothing listens on, or
+//! with a second real upstream that the test stops after start-up.
+
+mod common;
+#[path = "common/peers.rs"]
+mod peers;
+
+use std::cell::RefCell;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{
+    base_config, dead_addr, get, manifest_dir, peers_python, read_request, Stitch, Upstream,
+};
+use peers::wait_for;
+
+/// The name in the test certificate (CN and the only subjectAltName).
+const CERT_NAME: &str = "stitch-upstream.test";
+
+// ---------------------------------------------------------------------------------------------
+// The HTTPS upstream
+
+/// Make a self-signed P-256 certificate for [`CERT_NAME`] in `dir`: `(cert.pem, key.pem)`.
+fn self_signed_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-nodes", "-days", "2", "-newkey", "ec"])
+        .args(["-pkeyopt", "ec_paramgen_curve:prime256v1"])
+        .arg("-subj")
+        .arg(format!("/CN={CERT_NAME}"))
+        .arg("-addext")
+        .arg(format!("subjectAltName=DNS:{CERT_NAME}"))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the openssl CLI ({e}): run `.ci/setup test`"));
+    assert!(
+        out.status.success(),
+        "openssl req failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+/// A running `tls_upstream.py`, killed on drop (and exiting by itself when the test process
+/// ends: its stdin is a pipe nobody writes to, see `tests/peers/lifeline.py`).
+struct TlsUpstream {
+    child: Child,
+    _lifeline: ChildStdin,
+    addr: SocketAddr,
+    output: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsUpstream {
+    fn start() -> TlsUpstream {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = self_signed_cert(dir.path());
+        let peers = manifest_dir().join("tests/peers");
+        let mut child = Command::new(peers_python())
+            .arg(peers.join("tls_upstream.py"))
+            .arg(&cert)
+            .arg(&key)
+            .current_dir(&peers)
+            .env("PYTHONUNBUFFERED", "1")
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tls_upstream.py");
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        collect(child.stdout.take().unwrap(), output.clone(), tx.clone());
+        collect(child.stderr.take().unwrap(), output.clone(), tx);
+        let lifeline = child.stdin.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(a) = line.strip_prefix("tls_upstream listening on ") {
+                        break a.trim().parse::<SocketAddr>().unwrap();
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "tls_upstream.py did not report its port; output:\n{}",
+                        output.lock().unwrap().join("\n")
+                    );
+                }
+            }
+        };
+        TlsUpstream {
+            child,
+            _lifeline: lifeline,
+            addr,
+            output,
+            _dir: dir,
+        }
+    }
+
+    fn output(&self) -> String {
+        self.output.lock().unwrap().join("\n")
+    }
+
+    /// The `tls_upstream request METHOD PATH sni=SNI` lines: the requests that reached it.
+    fn requests(&self) -> Vec<String> {
+        self.output
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| l.strip_prefix("tls_upstream request ").map(str::to_string))
+            .collect()
+    }
+
+    fn handshake_failures(&self) -> Vec<String> {
+        self.output
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.starts_with("tls_upstream handshake failed"))
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for TlsUpstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn collect(
+    stream: impl Read + Send + 'static,
+    sink: Arc<Mutex<Vec<String>>>,
+    tx: mpsc::Sender<String>,
+) {
+    thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            let _ = tx.send(line.clone());
+            sink.lock().unwrap().push(line);
+        }
+    });
+}
+
+/// stitch with one route `secure` (path `/`) to `server` over TLS; `extra` holds the
+/// `sni`/`verify_cert` lines.
+fn tls_stitch(server: SocketAddr, extra: &str) -> Stitch {
+    let cfg = format!(
+        "{}[upstream.secure]\nservers = [\"{server}\"]\ntls = true\n{extra}\n\n\
+         [[route]]\nname = \"secure\"\npath = \"/\"\nupstream = \"secure\"\n",
+        base_config()
+    );
+    Stitch::start(&cfg)
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS
+
+#[test]
+fn tls_without_verification_reaches_the_https_upstream_with_the_configured_sni() {
+    let up = TlsUpstream::start();
+    let s = tls_stitch(
+        up.addr,
+        &format!("sni = \"{CERT_NAME}\"\nverify_cert = false"),
+    );
+    let r = get(&s.url("/over-tls?x=1"), &[("x-probe", "tls-1")]).unwrap();
+    assert_eq!(r.status, 200, "{}\n{}", r.body, up.output());
+    let j = r.json();
+    assert_eq!(j["app"], "tls_upstream", "the HTTPS upstream answered: {j}");
+    assert_eq!(j["path"], "/over-tls?x=1");
+    assert_eq!(j["headers"]["x-probe"], "tls-1");
+    assert_eq!(j["sni"], CERT_NAME, "stitch sent the configured sni: {j}");
+    assert!(
+        j["tls"].as_str().unwrap_or_default().starts_with("TLSv1."),
+        "{j}"
+    );
+    assert_eq!(
+        up.requests(),
+        vec![format!("GET /over-tls?x=1 sni={CERT_NAME}")],
+        "{}",
+        up.output()
+    );
+    let m = s.metrics();
+    assert!(
+        m.contains("stitch_requests_total{route=\"secure\",status_class=\"2xx\"} 1"),
+        "{m}"
+    );
+}
+
+/// The default `sni` is the first server's host; when that is an IP address no SNI is sent
+/// (RFC 6066 allows only host names; rust-openssl leaves IP literals out of the ClientHello).
+#[test]
+fn tls_to_an_ip_server_without_sni_sends_none() {
+    let up = TlsUpstream::start();
+    let s = tls_stitch(up.addr, "verify_cert = false");
+    let r = get(&s.url("/default-sni"), &[]).unwrap();
+    assert_eq!(r.status, 200, "{}\n{}", r.body, up.output());
+    let j = r.json();
+    assert_eq!(j["path"], "/default-sni");
+    assert!(j["sni"].is_null(), "no SNI for an IP address: {j}");
+}
+
+/// Pingora sends no SNI for an empty `sni` and then skips certificate verification, so an
+/// empty `sni` with `verify_cert = true` would accept any certificate: `stitch check` and
+/// start-up refuse it. Without verification it is allowed (no SNI is sent).
+#[test]
+fn tls_empty_sni_with_verification_is_refused() {
+    let cfg = |verify: bool| {
+        format!(
+            "{}[upstream.secure]\nservers = [\"127.0.0.1:8443\"]\ntls = true\nsni = \"\"\n\
+             verify_cert = {verify}\n\n[[route]]\npath = \"/\"\nupstream = \"secure\"\n",
+            base_config()
+        )
+    };
+    let check = |text: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stitch.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(common::stitch_bin())
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        (out.status.success(), text)
+    };
+    let (ok, out) = check(&cfg(true));
+    assert!(!ok, "an empty sni with verify_cert = true passed: {out}");
+    assert!(
+        out.contains("upstream.secure.sni: is empty, which turns certificate verification off"),
+        "{out}"
+    );
+    let (ok, out) = check(&cfg(false));
+    assert!(ok, "an empty sni without verification is refused: {out}");
+}
+
+#[test]
+fn tls_with_verification_refuses_a_self_signed_certificate() {
+    let up = TlsUpstream::start();
+    // The sni matches the certificate's name, so the only thing wrong is that nothing trusts
+    // its issuer; the same upstream and sni with `verify_cert = false` answer 200 (above).
+    let s = tls_stitch(
+        up.addr,
+        &format!("sni = \"{CERT_NAME}\"\nverify_cert = true"),
+    );
+    let r = get(&s.url("/must-not-arrive"), &[]).unwrap();
+    assert_eq!(r.status, 502, "{}\n{}", r.body, up.output());
+    let j = r.json();
+    assert_eq!(j["error"], "upstream_unavailable", "{j}");
+    assert_eq!(j["route"], "secure", "{j}");
+    let message = j["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&up.addr.to_string()) && message.ends_with("failed: tls"),
+        "{j}"
+    );
+    let m = s.metrics();
+    assert!(
+        m.contains("stitch_upstream_errors_total{kind=\"tls\",route=\"secure\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("stitch_requests_total{route=\"secure\",status_class=\"5xx\"} 1"),
+        "{m}"
+    );
+    // stitch reached the server and rejected its certificate during the handshake.
+    wait_for(
+        "tls_upstream to report the aborted handshake",
+        Duration::from_secs(10),
+        || (!up.handshake_failures().is_empty()).then_some(()),
+        || up.output(),
+    );
+    assert!(up.requests().is_empty(), "{}", up.output());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Health check
+
+/// stitch with one route `pool` (path `/`) to the servers `live` and `dead`, in that order.
+fn pool_stitch(live: SocketAddr, dead: SocketAddr, health_check: &str) -> Stitch {
+    let cfg = format!(
+        "{}[upstream.pool]\nservers = [\"{live}\", \"{dead}\"]\n{health_check}\n\n\
+         [[route]]\nname = \"pool\"\npath = \"/\"\nupstream = \"pool\"\n",
+        base_config()
+    );
+    Stitch::start(&cfg)
+}
+
+/// Send `GET /warm-up` through `s` until the last `n` answers are all 200 (15 s at most); the
+/// statuses seen.
+fn wait_until_consecutive_200s(s: &Stitch, n: usize) -> Vec<u16> {
+    let statuses = RefCell::new(Vec::new());
+    wait_for(
+        &format!("{n} consecutive 200s through the health-checked pool"),
+        Duration::from_secs(15),
+        || {
+            let status = get(&s.url("/warm-up"), &[]).unwrap().status;
+            let mut seen = statuses.borrow_mut();
+            seen.push(status);
+            (seen.len() >= n && seen[seen.len() - n..].iter().all(|&c| c == 200)).then_some(())
+        },
+        || {
+            let seen = statuses.borrow();
+            let ok = seen.iter().filter(|&&c| c == 200).count();
+            let stderr = s.stderr_lines.lock().unwrap();
+            let tail = &stderr[stderr.len().saturating_sub(5)..];
+            format!(
+                "{} requests, {ok} answered 200, the last ones {:?}\nstitch stderr (end):\n{}",
+                seen.len(),
+                &seen[seen.len().saturating_sub(12)..],
+                tail.join("\n")
+            )
+        },
+    );
+    statuses.into_inner()
+}
+
+/// Send `GET /after/0` .. `/after/{n-1}` through `s`, each answered 200 and received by `live`,
+/// in order.
+fn assert_all_reach(s: &Stitch, live: &Upstream, n: usize) {
+    let before = live.requests().len();
+    for i in 0..n {
+        let r = get(&s.url(&format!("/after/{i}")), &[]).unwrap();
+        assert_eq!(r.status, 200, "request {i}: {}", r.body);
+    }
+    let paths: Vec<String> = live.requests()[before..]
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    let expected: Vec<String> = (0..n).map(|i| format!("/after/{i}")).collect();
+    assert_eq!(paths, expected, "all {n} reached the live server");
+}
+
+/// A real HTTP/1.1 upstream that can be stopped: its listener closes (new connects are
+/// refused) and its open connections are shut down. Answers 200 and records request paths.
+struct StoppableUpstream {
+    addr: SocketAddr,
+    paths: Arc<Mutex<Vec<String>>>,
+    stopped: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    acceptor: Option<thread::JoinHandle<()>>,
+}
+
+impl StoppableUpstream {
+    fn start() -> StoppableUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let paths = Arc::new(Mutex::new(Vec::new()));
+        let stopped = Arc::new(AtomicBool::new(false));
+        let conns = Arc::new(Mutex::new(Vec::new()));
+        let (p, st, c) = (paths.clone(), stopped.clone(), conns.clone());
+        let acceptor = thread::spawn(move || {
+            for stream in listener.incoming() {
+                if st.load(Ordering::SeqCst) {
+                    break; // the listener is dropped here
+                }
+                let Ok(mut stream) = stream else { continue };
+                if let Ok(clone) = stream.try_clone() {
+                    c.lock().unwrap().push(clone);
+                }
+                let p = p.clone();
+                thread::spawn(move || {
+                    let mut buf = Vec::new();
+                    while let Some(req) = read_request(&mut stream, &mut buf) {
+                        p.lock().unwrap().push(req.target);
+                        let body = "stoppable";
+                        let resp = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if stream.write_all(resp.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        StoppableUpstream {
+            addr,
+            paths,
+            stopped,
+            conns,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    fn paths(&self) -> Vec<String> {
+        self.paths.lock().unwrap().clone()
+    }
+
+    /// Close the listener and every open connection; returns once connects are refused.
+    fn stop(&mut self) {
+        self.close();
+        assert!(
+            TcpStream::connect(self.addr).is_err(),
+            "{} still accepts connections",
+            self.addr
+        );
+    }
+
+    fn close(&mut self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        // Wake the blocked accept so the thread sees the flag and drops the listener.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(t) = self.acceptor.take() {
+            t.join().unwrap();
+        }
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for StoppableUpstream {
+    fn drop(&mut self) {
+        if self.acceptor.is_some() {
+            self.close();
+        }
+    }
+}
+
+#[test]
+fn health_check_takes_a_dead_server_out_of_rotation() {
+    let live = Upstream::start();
+    let dead = dead_addr();
+    let s = pool_stitch(live.addr, dead, "health_check = { interval_ms = 100 }");
+    // Until the first check has run both servers count as healthy and round robin alternates,
+    // so four 200s in a row only happen once the dead server is skipped.
+    let warm_up = wait_until_consecutive_200s(&s, 4);
+    eprintln!("warm-up statuses: {warm_up:?}");
+    assert_all_reach(&s, &live, 20);
+}
+
+/// The check keeps running: a server that stops answering after start-up is taken out of
+/// rotation within a few intervals. (Round robin without the check would keep sending every
+/// other request to it, so four 200s in a row would never come.)
+#[test]
+fn health_check_takes_a_server_that_dies_out_of_rotation() {
+    let live = Upstream::start();
+    let mut dying = StoppableUpstream::start();
+    let s = pool_stitch(
+        live.addr,
+        dying.addr,
+        "health_check = { interval_ms = 100 }",
+    );
+    for i in 0..4 {
+        let r = get(&s.url(&format!("/before/{i}")), &[]).unwrap();
+        assert_eq!(r.status, 200, "both servers are up: {}", r.body);
+    }
+    assert!(
+        !dying.paths().is_empty() && !live.requests().is_empty(),
+        "round robin used both servers: live {:?}, dying {:?}",
+        live.requests()
+            .iter()
+            .map(|r| r.path.clone())
+            .collect::<Vec<_>>(),
+        dying.paths()
+    );
+    dying.stop();
+    let after_stop = wait_until_consecutive_200s(&s, 4);
+    eprintln!("statuses after the server died: {after_stop:?}");
+    assert_all_reach(&s, &live, 20);
+}
+
+#[test]
+fn without_health_check_round_robin_sends_requests_to_the_dead_server() {
+    let live = Upstream::start();
+    let dead = dead_addr();
+    let s = pool_stitch(live.addr, dead, "");
+    let mut refused = 0;
+    let mut ok = 0;
+    for i in 0..10 {
+        let r = get(&s.url(&format!("/rr/{i}")), &[]).unwrap();
+        match r.status {
+            200 => ok += 1,
+            502 => {
+                let j = r.json();
+                assert_eq!(j["error"], "upstream_unavailable", "{j}");
+                assert!(
+                    j["message"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains(&dead.to_string()),
+                    "the 502 names the dead server: {j}"
+                );
+                refused += 1;
+            }
+            other => panic!("request {i}: unexpected {other}: {}", r.body),
+        }
+    }
+    assert!(refused >= 1, "no request went to the dead server");
+    assert_eq!(
+        live.requests().len(),
+        ok,
+        "every 200 came from the live server"
+    );
+    let m = s.metrics();
+    assert!(
+        m.contains(&format!(
+            "stitch_upstream_errors_total{{kind=\"connect_refused\",route=\"pool\"}} {refused}"
+        )),
+        "{m}"
+    );
+}

@@ -63,6 +63,8 @@ struct TlsUpstream {
     _lifeline: ChildStdin,
     addr: SocketAddr,
     output: Arc<Mutex<Vec<String>>>,
+    /// The server's self-signed certificate (its own CA), for `ca_file`.
+    cert: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -111,6 +113,7 @@ impl TlsUpstream {
             _lifeline: lifeline,
             addr,
             output,
+            cert,
             _dir: dir,
         }
     }
@@ -251,6 +254,75 @@ fn tls_empty_sni_with_verification_is_refused() {
     );
     let (ok, out) = check(&cfg(false));
     assert!(ok, "an empty sni without verification is refused: {out}");
+}
+
+/// `stitch check` on `text`: (accepted, what it printed).
+fn stitch_check(text: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stitch.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(common::stitch_bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let printed =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    (out.status.success(), printed)
+}
+
+#[test]
+fn tls_with_verification_trusts_the_configured_ca_file() {
+    let up = TlsUpstream::start();
+    // The same self-signed server that verification refuses (below) is accepted once its
+    // certificate is the upstream's ca_file: verification is on, only the trust changed.
+    let s = tls_stitch(
+        up.addr,
+        &format!(
+            "sni = \"{CERT_NAME}\"\nverify_cert = true\nca_file = \"{}\"",
+            up.cert.display()
+        ),
+    );
+    let r = get(&s.url("/trusted?y=2"), &[]).unwrap();
+    assert_eq!(r.status, 200, "{}\n{}", r.body, up.output());
+    let requests = up.requests();
+    assert_eq!(requests.len(), 1, "{}", up.output());
+    assert!(
+        requests[0].contains("/trusted?y=2") && requests[0].contains(&format!("sni={CERT_NAME}")),
+        "{requests:?}"
+    );
+    assert!(up.handshake_failures().is_empty(), "{}", up.output());
+}
+
+#[test]
+fn a_bad_ca_file_is_refused_by_check_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("not.pem");
+    std::fs::write(&not_pem, "this is not a certificate\n").unwrap();
+    let missing = dir.path().join("missing.pem");
+    let cfg = |tls: bool, ca: &Path| {
+        format!(
+            "{}[upstream.secure]\nservers = [\"127.0.0.1:8443\"]\ntls = {tls}\n\
+             ca_file = \"{}\"\n\n[[route]]\npath = \"/\"\nupstream = \"secure\"\n",
+            base_config(),
+            ca.display()
+        )
+    };
+    let line_of = |text: &str| 1 + text.lines().position(|l| l.starts_with("ca_file")).unwrap();
+    for (tls, ca, reason) in [
+        (true, &missing, "cannot read"),
+        (true, &not_pem, "holds no PEM certificate"),
+        (false, &not_pem, "needs tls = true"),
+    ] {
+        let text = cfg(tls, ca);
+        let (ok, out) = stitch_check(&text);
+        assert!(!ok, "accepted ca_file {ca:?} with tls = {tls}: {out}");
+        let want = format!(":{}: upstream.secure.ca_file: ", line_of(&text));
+        assert!(
+            out.contains(&want) && out.contains(reason),
+            "want {want:?} and {reason:?} in: {out}"
+        );
+    }
 }
 
 #[test]

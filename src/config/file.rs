@@ -162,6 +162,8 @@ pub struct UpstreamFile {
     pub sni: Option<String>,
     #[serde(default = "default_true")]
     pub verify_cert: bool,
+    /// PEM file of the CA certificates to trust for this upstream instead of the system's.
+    pub ca_file: Option<Spanned<String>>,
     pub health_check: Option<Spanned<HealthCheckFile>>,
 }
 

@@ -148,6 +148,8 @@ pub struct Upstream {
     pub tls: bool,
     pub sni: String,
     pub verify_cert: bool,
+    /// CA certificates trusted for this upstream (`ca_file`), instead of the system's.
+    pub ca: Option<std::sync::Arc<Box<[pingora::tls::x509::X509]>>>,
     pub health_check: Option<Duration>,
 }
 

@@ -231,6 +231,20 @@ pub fn validate(text: &str, f: &FileConfig) -> Result<Config, Vec<ConfigError>> 
                  host, or set verify_cert = false",
             );
         }
+        let ca = u_ref.ca_file.as_ref().and_then(|path| {
+            let key = format!("{key}.ca_file");
+            if !u_ref.tls {
+                errs.at(path.span(), key, "needs tls = true");
+                return None;
+            }
+            match load_ca_file(path.get_ref()) {
+                Ok(certs) => Some(std::sync::Arc::new(certs)),
+                Err(why) => {
+                    errs.at(path.span(), key, why);
+                    None
+                }
+            }
+        });
         let sni = u_ref.sni.clone().unwrap_or_else(|| {
             list.first()
                 .and_then(|s| s.rsplit_once(':').map(|(h, _)| h.to_string()))
@@ -245,6 +259,7 @@ pub fn validate(text: &str, f: &FileConfig) -> Result<Config, Vec<ConfigError>> 
             tls: u_ref.tls,
             sni,
             verify_cert: u_ref.verify_cert,
+            ca,
             health_check,
         });
     }
@@ -663,4 +678,15 @@ pub fn validate(text: &str, f: &FileConfig) -> Result<Config, Vec<ConfigError>> 
         profiles,
         export,
     })
+}
+
+/// The CA certificates of a PEM file (`upstream.NAME.ca_file`), read once at start-up.
+fn load_ca_file(path: &str) -> Result<Box<[pingora::tls::x509::X509]>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {path:?}: {e}"))?;
+    let certs = pingora::tls::x509::X509::stack_from_pem(&pem)
+        .map_err(|e| format!("{path:?} is not PEM certificates: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("{path:?} holds no PEM certificate"));
+    }
+    Ok(certs.into_boxed_slice())
 }

@@ -642,6 +642,7 @@ impl ProxyHttp for Stitch {
         peer.options.write_timeout = Some(pool.cfg.write_timeout);
         peer.options.verify_cert = pool.cfg.verify_cert;
         peer.options.verify_hostname = pool.cfg.verify_cert;
+        peer.options.ca = pool.cfg.ca.clone();
         Ok(Box::new(peer))
     }
 

@@ -319,6 +319,51 @@ fn full_span() -> EdgeSpan {
     }
 }
 
+/// Batches after the first reuse the connection to the real test agent (both of its intakes):
+/// stitch does not open a TCP connection per batch.
+#[test]
+fn batches_share_one_kept_alive_connection_per_intake() {
+    let agent = TestAgent::start();
+    let m = ExportMetrics::new().unwrap();
+    let cfg = quick(ExportConfig {
+        datadog: Some(DatadogExport {
+            agent_url: format!("http://127.0.0.1:{}", agent.port),
+        }),
+        otlp: Some(OtlpExport {
+            endpoint: format!("http://127.0.0.1:{}/v1/traces", agent.otlp_port),
+        }),
+        ..ExportConfig::default()
+    });
+    let svc = ServiceInfo {
+        service: "stitch-edge".into(),
+        env: None,
+        version: None,
+    };
+    let (sink, mut run) = Running::start(cfg, svc, &m);
+    // One span at a time, each waited for at both intakes, so every span is its own batch.
+    for i in 1..=4u64 {
+        sink.submit(span(0x5000 + u128::from(i), 0x6000 + i, 1));
+        let want = i as usize;
+        eventually(
+            &format!("{want} spans at both intakes"),
+            Duration::from_secs(30),
+            || {
+                (agent.datadog_spans().len() >= want && agent.otlp_spans().len() >= want)
+                    .then_some(())
+            },
+        );
+    }
+    run.stop(Duration::from_secs(10));
+    for e in ["datadog", "otlp"] {
+        assert_eq!(counter(&m.batches, &[e, "ok"]), 4, "{e} batches");
+        assert_eq!(
+            counter(&m.connections, &[e]),
+            1,
+            "{e}: one connection for 4 batches"
+        );
+    }
+}
+
 #[test]
 fn every_field_arrives_on_both_paths_with_identical_ids() {
     let agent = TestAgent::start();

@@ -180,6 +180,8 @@ pub struct ExportMetrics {
     pub dropped: IntCounterVec,
     /// `stitch_export_batches_total{exporter,result}`
     pub batches: IntCounterVec,
+    /// `stitch_export_connections_total{exporter}`
+    pub connections: IntCounterVec,
 }
 
 impl ExportMetrics {
@@ -204,6 +206,13 @@ impl ExportMetrics {
                 ),
                 &["exporter", "result"],
             )?,
+            connections: IntCounterVec::new(
+                Opts::new(
+                    "stitch_export_connections_total",
+                    "Connections opened to the agent or collector (kept open between batches while the peer allows).",
+                ),
+                &["exporter"],
+            )?,
         })
     }
 
@@ -213,6 +222,7 @@ impl ExportMetrics {
         registry.register(Box::new(m.exported.clone()))?;
         registry.register(Box::new(m.dropped.clone()))?;
         registry.register(Box::new(m.batches.clone()))?;
+        registry.register(Box::new(m.connections.clone()))?;
         Ok(m)
     }
 }
@@ -244,6 +254,7 @@ struct Counters {
     ok: IntCounter,
     retry: IntCounter,
     failed: IntCounter,
+    connections: IntCounter,
 }
 
 impl Counters {
@@ -261,6 +272,7 @@ impl Counters {
             ok: batch("ok"),
             retry: batch("retry"),
             failed: batch("failed"),
+            connections: m.connections.with_label_values(&[e]),
         }
     }
 }
@@ -350,7 +362,8 @@ struct Worker {
     kind: Kind,
     rx: mpsc::Receiver<Arc<EdgeSpan>>,
     batch_ready: Arc<Notify>,
-    endpoint: Endpoint,
+    /// The agent or collector, over a kept-alive connection.
+    client: http::Client,
     svc: Arc<ServiceInfo>,
     settings: Arc<Settings>,
     counters: Counters,
@@ -420,7 +433,7 @@ pub fn build(cfg: ExportConfig, svc: ServiceInfo, metrics: ExportMetrics) -> (Sp
             kind,
             rx,
             batch_ready,
-            endpoint,
+            client: http::Client::new(endpoint),
             svc: Arc::clone(&svc),
             settings: Arc::clone(&settings),
             counters,
@@ -604,14 +617,14 @@ impl Worker {
         };
         let mut attempt: u32 = 0;
         loop {
-            let result = http::send(
-                &self.endpoint,
-                method,
-                &headers,
-                &body,
-                self.settings.request_timeout,
-            )
-            .await;
+            let opened = self.client.connections_opened();
+            let result = self
+                .client
+                .send(method, &headers, &body, self.settings.request_timeout)
+                .await;
+            self.counters
+                .connections
+                .inc_by(self.client.connections_opened() - opened);
             let retry = match result {
                 Ok(resp) if (200..300).contains(&resp.status) => {
                     self.counters.ok.inc();

@@ -30,6 +30,10 @@
 //! `stitch_spans_dropped_total{exporter,reason}` reasons: `queue_full`, `retries_exhausted`,
 //! `rejected`, `encode_error`, `shutdown`. `stitch_export_batches_total{exporter,result}`
 //! counts send attempts: `ok`, `retry` (failed, will be retried), `failed` (failed, dropped).
+//! Each exporter keeps its connection to the agent or collector open between batches while the
+//! peer allows (HTTP/1.1 keep-alive with a whole, length-delimited answer); a kept connection
+//! the peer closed meanwhile is replaced and the batch sent again at once.
+//! `stitch_export_connections_total{exporter}` counts the connections opened.
 //!
 //! On shutdown the queues are closed (later submits count as `shutdown` drops), what is queued
 //! is flushed within `shutdown_timeout`, and whatever is left then is counted as `shutdown`.

@@ -797,6 +797,11 @@ mod tests {
                 c.sampling_priority = prio;
                 c.origin = origin;
                 for (k, v) in tags {
+                    // `_dd.p.dm` must be `-N` on the wire (a malformed one is dropped with a
+                    // decoding error by design), so only well-formed values take part here.
+                    if k == "dm" && !datadog::dm_ok(&v) {
+                        continue;
+                    }
                     c.set_tag(&format!("_dd.p.{k}"), &v);
                 }
                 c.remove_tag("_dd.p.tid");

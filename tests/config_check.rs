@@ -5,25 +5,10 @@ mod common;
 
 use std::process::Command;
 
-fn check(text: &str) -> (bool, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bad.toml");
-    std::fs::write(&path, text).unwrap();
-    let out = Command::new(common::stitch_bin())
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    (
-        out.status.success(),
-        text.replace(&*path.to_string_lossy(), "FILE"),
-    )
-}
+use common::stitch_check;
 
 fn assert_reports(text: &str, expected: &[&str]) {
-    let (ok, out) = check(text);
+    let (ok, out) = stitch_check(text);
     assert!(!ok, "a broken config passed: {out}");
     for e in expected {
         assert!(out.contains(e), "expected `{e}` in:\n{out}");
@@ -87,7 +72,7 @@ fn empty_upstream_list() {
 
 #[test]
 fn every_problem_is_reported_not_just_the_first() {
-    let (ok, out) = check(
+    let (ok, out) = stitch_check(
         "[server]\nthreads = 0\n\n[upstream.a]\nservers = [\"nohost\"]\nconnect_timeout_ms = -1\n\n[[route]]\npath = \"api\"\nupstream = \"zzz\"\n",
     );
     assert!(!ok);

@@ -224,6 +224,19 @@ fn span(trace_id: u128, span_id: u64, priority: i32) -> EdgeSpan {
     }
 }
 
+/// Export to both of the test agent's intakes: Datadog v0.4 and OTLP/HTTP.
+fn both_intakes(agent: &TestAgent) -> ExportConfig {
+    ExportConfig {
+        datadog: Some(DatadogExport {
+            agent_url: format!("http://127.0.0.1:{}", agent.port),
+        }),
+        otlp: Some(OtlpExport {
+            endpoint: format!("http://127.0.0.1:{}/v1/traces", agent.otlp_port),
+        }),
+        ..ExportConfig::default()
+    }
+}
+
 fn quick(cfg: ExportConfig) -> ExportConfig {
     ExportConfig {
         flush_interval: Duration::from_millis(50),
@@ -325,15 +338,7 @@ fn full_span() -> EdgeSpan {
 fn batches_share_one_kept_alive_connection_per_intake() {
     let agent = TestAgent::start();
     let m = ExportMetrics::new().unwrap();
-    let cfg = quick(ExportConfig {
-        datadog: Some(DatadogExport {
-            agent_url: format!("http://127.0.0.1:{}", agent.port),
-        }),
-        otlp: Some(OtlpExport {
-            endpoint: format!("http://127.0.0.1:{}/v1/traces", agent.otlp_port),
-        }),
-        ..ExportConfig::default()
-    });
+    let cfg = quick(both_intakes(&agent));
     let svc = ServiceInfo {
         service: "stitch-edge".into(),
         env: None,
@@ -368,15 +373,7 @@ fn batches_share_one_kept_alive_connection_per_intake() {
 fn every_field_arrives_on_both_paths_with_identical_ids() {
     let agent = TestAgent::start();
     let m = ExportMetrics::new().unwrap();
-    let cfg = quick(ExportConfig {
-        datadog: Some(DatadogExport {
-            agent_url: format!("http://127.0.0.1:{}", agent.port),
-        }),
-        otlp: Some(OtlpExport {
-            endpoint: format!("http://127.0.0.1:{}/v1/traces", agent.otlp_port),
-        }),
-        ..ExportConfig::default()
-    });
+    let cfg = quick(both_intakes(&agent));
     let svc = ServiceInfo {
         service: "stitch-edge".into(),
         env: Some("test".into()),

@@ -12,19 +12,15 @@ mod common;
 mod peers;
 
 use std::cell::RefCell;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use common::{
-    base_config, dead_addr, get, manifest_dir, peers_python, read_request, Stitch, Upstream,
+    base_config, dead_addr, get, manifest_dir, peers_python, stitch_check, Stitch, Upstream,
 };
-use peers::wait_for;
+use peers::{wait_for, PeerProcess};
 
 /// The name in the test certificate (CN and the only subjectAltName).
 const CERT_NAME: &str = "stitch-upstream.test";
@@ -56,13 +52,11 @@ fn self_signed_cert(dir: &Path) -> (PathBuf, PathBuf) {
     (cert, key)
 }
 
-/// A running `tls_upstream.py`, killed on drop (and exiting by itself when the test process
-/// ends: its stdin is a pipe nobody writes to, see `tests/peers/lifeline.py`).
+/// A running `tls_upstream.py` ([`PeerProcess`]: killed on drop, and exiting by itself when the
+/// test process ends).
 struct TlsUpstream {
-    child: Child,
-    _lifeline: ChildStdin,
+    process: PeerProcess,
     addr: SocketAddr,
-    output: Arc<Mutex<Vec<String>>>,
     /// The server's self-signed certificate (its own CA), for `ca_file`.
     cert: PathBuf,
     _dir: tempfile::TempDir,
@@ -73,94 +67,44 @@ impl TlsUpstream {
         let dir = tempfile::tempdir().unwrap();
         let (cert, key) = self_signed_cert(dir.path());
         let peers = manifest_dir().join("tests/peers");
-        let mut child = Command::new(peers_python())
-            .arg(peers.join("tls_upstream.py"))
+        let mut cmd = Command::new(peers_python());
+        cmd.arg(peers.join("tls_upstream.py"))
             .arg(&cert)
             .arg(&key)
-            .current_dir(&peers)
-            .env("PYTHONUNBUFFERED", "1")
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start tls_upstream.py");
-        let output = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        collect(child.stdout.take().unwrap(), output.clone(), tx.clone());
-        collect(child.stderr.take().unwrap(), output.clone(), tx);
-        let lifeline = child.stdin.take().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let addr = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(a) = line.strip_prefix("tls_upstream listening on ") {
-                        break a.trim().parse::<SocketAddr>().unwrap();
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    panic!(
-                        "tls_upstream.py did not report its port; output:\n{}",
-                        output.lock().unwrap().join("\n")
-                    );
-                }
-            }
-        };
+            .current_dir(&peers);
+        let (mut process, rx) = PeerProcess::spawn("tls_upstream.py", cmd);
+        let addr = process.wait_line(&rx, "tls_upstream listening on ");
+        let addr = addr
+            .parse::<SocketAddr>()
+            .unwrap_or_else(|e| panic!("tls_upstream.py: bad address {addr:?}: {e}"));
         TlsUpstream {
-            child,
-            _lifeline: lifeline,
+            process,
             addr,
-            output,
             cert,
             _dir: dir,
         }
     }
 
     fn output(&self) -> String {
-        self.output.lock().unwrap().join("\n")
+        self.process.output()
     }
 
     /// The `tls_upstream request METHOD PATH sni=SNI` lines: the requests that reached it.
     fn requests(&self) -> Vec<String> {
-        self.output
-            .lock()
-            .unwrap()
+        self.process
+            .lines()
             .iter()
             .filter_map(|l| l.strip_prefix("tls_upstream request ").map(str::to_string))
             .collect()
     }
 
     fn handshake_failures(&self) -> Vec<String> {
-        self.output
-            .lock()
-            .unwrap()
-            .iter()
+        self.process
+            .lines()
+            .into_iter()
             .filter(|l| l.starts_with("tls_upstream handshake failed"))
-            .cloned()
             .collect()
     }
-}
-
-impl Drop for TlsUpstream {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn collect(
-    stream: impl Read + Send + 'static,
-    sink: Arc<Mutex<Vec<String>>>,
-    tx: mpsc::Sender<String>,
-) {
-    thread::spawn(move || {
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            let _ = tx.send(line.clone());
-            sink.lock().unwrap().push(line);
-        }
-    });
 }
 
 /// stitch with one route `secure` (path `/`) to `server` over TLS; `extra` holds the
@@ -233,42 +177,14 @@ fn tls_empty_sni_with_verification_is_refused() {
             base_config()
         )
     };
-    let check = |text: &str| {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("stitch.toml");
-        std::fs::write(&path, text).unwrap();
-        let out = Command::new(common::stitch_bin())
-            .args(["check", "--config"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stderr).into_owned()
-            + &String::from_utf8_lossy(&out.stdout);
-        (out.status.success(), text)
-    };
-    let (ok, out) = check(&cfg(true));
+    let (ok, out) = stitch_check(&cfg(true));
     assert!(!ok, "an empty sni with verify_cert = true passed: {out}");
     assert!(
         out.contains("upstream.secure.sni: is empty, which turns certificate verification off"),
         "{out}"
     );
-    let (ok, out) = check(&cfg(false));
+    let (ok, out) = stitch_check(&cfg(false));
     assert!(ok, "an empty sni without verification is refused: {out}");
-}
-
-/// `stitch check` on `text`: (accepted, what it printed).
-fn stitch_check(text: &str) -> (bool, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("stitch.toml");
-    std::fs::write(&path, text).unwrap();
-    let out = Command::new(common::stitch_bin())
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let printed =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    (out.status.success(), printed)
 }
 
 #[test]
@@ -421,94 +337,6 @@ fn assert_all_reach(s: &Stitch, live: &Upstream, n: usize) {
     assert_eq!(paths, expected, "all {n} reached the live server");
 }
 
-/// A real HTTP/1.1 upstream that can be stopped: its listener closes (new connects are
-/// refused) and its open connections are shut down. Answers 200 and records request paths.
-struct StoppableUpstream {
-    addr: SocketAddr,
-    paths: Arc<Mutex<Vec<String>>>,
-    stopped: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<TcpStream>>>,
-    acceptor: Option<thread::JoinHandle<()>>,
-}
-
-impl StoppableUpstream {
-    fn start() -> StoppableUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let paths = Arc::new(Mutex::new(Vec::new()));
-        let stopped = Arc::new(AtomicBool::new(false));
-        let conns = Arc::new(Mutex::new(Vec::new()));
-        let (p, st, c) = (paths.clone(), stopped.clone(), conns.clone());
-        let acceptor = thread::spawn(move || {
-            for stream in listener.incoming() {
-                if st.load(Ordering::SeqCst) {
-                    break; // the listener is dropped here
-                }
-                let Ok(mut stream) = stream else { continue };
-                if let Ok(clone) = stream.try_clone() {
-                    c.lock().unwrap().push(clone);
-                }
-                let p = p.clone();
-                thread::spawn(move || {
-                    let mut buf = Vec::new();
-                    while let Some(req) = read_request(&mut stream, &mut buf) {
-                        p.lock().unwrap().push(req.target);
-                        let body = "stoppable";
-                        let resp = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
-                            body.len()
-                        );
-                        if stream.write_all(resp.as_bytes()).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        StoppableUpstream {
-            addr,
-            paths,
-            stopped,
-            conns,
-            acceptor: Some(acceptor),
-        }
-    }
-
-    fn paths(&self) -> Vec<String> {
-        self.paths.lock().unwrap().clone()
-    }
-
-    /// Close the listener and every open connection; returns once connects are refused.
-    fn stop(&mut self) {
-        self.close();
-        assert!(
-            TcpStream::connect(self.addr).is_err(),
-            "{} still accepts connections",
-            self.addr
-        );
-    }
-
-    fn close(&mut self) {
-        self.stopped.store(true, Ordering::SeqCst);
-        // Wake the blocked accept so the thread sees the flag and drops the listener.
-        let _ = TcpStream::connect(self.addr);
-        if let Some(t) = self.acceptor.take() {
-            t.join().unwrap();
-        }
-        for c in self.conns.lock().unwrap().drain(..) {
-            let _ = c.shutdown(Shutdown::Both);
-        }
-    }
-}
-
-impl Drop for StoppableUpstream {
-    fn drop(&mut self) {
-        if self.acceptor.is_some() {
-            self.close();
-        }
-    }
-}
-
 #[test]
 fn health_check_takes_a_dead_server_out_of_rotation() {
     let live = Upstream::start();
@@ -527,7 +355,7 @@ fn health_check_takes_a_dead_server_out_of_rotation() {
 #[test]
 fn health_check_takes_a_server_that_dies_out_of_rotation() {
     let live = Upstream::start();
-    let mut dying = StoppableUpstream::start();
+    let mut dying = Upstream::start();
     let s = pool_stitch(
         live.addr,
         dying.addr,
@@ -537,14 +365,12 @@ fn health_check_takes_a_server_that_dies_out_of_rotation() {
         let r = get(&s.url(&format!("/before/{i}")), &[]).unwrap();
         assert_eq!(r.status, 200, "both servers are up: {}", r.body);
     }
+    let paths = |u: &Upstream| u.requests().into_iter().map(|r| r.path).collect::<Vec<_>>();
     assert!(
-        !dying.paths().is_empty() && !live.requests().is_empty(),
+        !dying.requests().is_empty() && !live.requests().is_empty(),
         "round robin used both servers: live {:?}, dying {:?}",
-        live.requests()
-            .iter()
-            .map(|r| r.path.clone())
-            .collect::<Vec<_>>(),
-        dying.paths()
+        paths(&live),
+        paths(&dying)
     );
     dying.stop();
     let after_stop = wait_until_consecutive_200s(&s, 4);

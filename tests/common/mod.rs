@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -318,10 +319,15 @@ pub struct Behaviour {
 }
 
 /// A real HTTP/1.1 upstream on an ephemeral port, one thread per connection, keep-alive aware.
+/// [`Upstream::stop`] takes it down mid-test (a server that dies).
 pub struct Upstream {
     pub addr: SocketAddr,
     pub received: Arc<Mutex<Vec<Recorded>>>,
     pub behaviour: Arc<Mutex<Behaviour>>,
+    stopped: Arc<AtomicBool>,
+    /// The open connections, to shut down on [`Upstream::stop`].
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    acceptor: Option<thread::JoinHandle<()>>,
 }
 
 impl Upstream {
@@ -337,9 +343,22 @@ impl Upstream {
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
         let behaviour = Arc::new(Mutex::new(b));
-        let (rec, beh) = (received.clone(), behaviour.clone());
-        thread::spawn(move || {
+        let stopped = Arc::new(AtomicBool::new(false));
+        let conns = Arc::new(Mutex::new(Vec::new()));
+        let (rec, beh, st, open) = (
+            received.clone(),
+            behaviour.clone(),
+            stopped.clone(),
+            conns.clone(),
+        );
+        let acceptor = thread::spawn(move || {
             for stream in listener.incoming().map_while(Result::ok) {
+                if st.load(Ordering::SeqCst) {
+                    break; // the listener is dropped here: new connects are refused
+                }
+                if let Ok(clone) = stream.try_clone() {
+                    open.lock().unwrap().push(clone);
+                }
                 let (rec, beh) = (rec.clone(), beh.clone());
                 thread::spawn(move || serve_conn(stream, rec, beh));
             }
@@ -348,7 +367,29 @@ impl Upstream {
             addr,
             received,
             behaviour,
+            stopped,
+            conns,
+            acceptor: Some(acceptor),
         }
+    }
+
+    /// Take the server down: its listener closes (connects are refused from the moment this
+    /// returns) and its open connections are shut down.
+    pub fn stop(&mut self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        // Wake the blocked accept so the thread sees the flag and drops the listener.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(t) = self.acceptor.take() {
+            t.join().unwrap();
+        }
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+        assert!(
+            TcpStream::connect(self.addr).is_err(),
+            "{} still accepts connections",
+            self.addr
+        );
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -464,6 +505,25 @@ fn serve_conn(mut stream: TcpStream, rec: Arc<Mutex<Vec<Recorded>>>, beh: Arc<Mu
             return;
         }
     }
+}
+
+/// `stitch check` on a config text written to a temporary file: whether it was accepted, and
+/// what it printed (stderr then stdout) with the file's path replaced by `FILE`.
+pub fn stitch_check(text: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stitch.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(stitch_bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let printed =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    (
+        out.status.success(),
+        printed.replace(&*path.to_string_lossy(), "FILE"),
+    )
 }
 
 /// A TCP port nothing listens on (bound, then closed).

@@ -81,7 +81,7 @@ pub struct PeerProcess {
 
 impl PeerProcess {
     /// Spawn `cmd` with a lifeline on stdin. Lines are also sent to the returned receiver.
-    fn spawn(name: &str, mut cmd: Command) -> (PeerProcess, mpsc::Receiver<String>) {
+    pub fn spawn(name: &str, mut cmd: Command) -> (PeerProcess, mpsc::Receiver<String>) {
         // A developer's DD_* / OTEL_* settings must not change how the peers behave.
         for (key, _) in std::env::vars_os() {
             let k = key.to_string_lossy();
@@ -125,8 +125,13 @@ impl PeerProcess {
         self.child.try_wait().ok().flatten()
     }
 
+    /// Every line the peer printed so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.output.lock().unwrap().clone()
+    }
+
     /// Wait for a line starting with `prefix` and return the rest of it.
-    fn wait_line(&mut self, rx: &mpsc::Receiver<String>, prefix: &str) -> String {
+    pub fn wait_line(&mut self, rx: &mpsc::Receiver<String>, prefix: &str) -> String {
         let deadline = Instant::now() + START_WITHIN;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

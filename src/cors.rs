@@ -34,9 +34,8 @@
 
 use http::header::{
     HeaderMap, HeaderName, HeaderValue, ACCESS_CONTROL_ALLOW_CREDENTIALS,
-    ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
-    ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_HEADERS,
-    ACCESS_CONTROL_REQUEST_METHOD, ORIGIN, VARY,
+    ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS,
+    ACCESS_CONTROL_REQUEST_HEADERS, ACCESS_CONTROL_REQUEST_METHOD, ORIGIN, VARY,
 };
 
 /// How preflights are handled.
@@ -435,10 +434,12 @@ pub fn is_preflight(method: &http::Method, headers: &HeaderMap) -> bool {
 /// What to do with a preflight.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PreflightDecision {
-    /// Answer 204 with `headers`. `refused_headers` are requested headers left out of the
-    /// answer (lower-case, deduplicated), for `stitch_cors_refused_header_total{header}`.
+    /// Answer 204 with `headers` (lower-case `'static` names, so a caller can hand them to a
+    /// header map that keeps names' case without copying them). `refused_headers` are requested
+    /// headers left out of the answer (lower-case, deduplicated), for
+    /// `stitch_cors_refused_header_total{header}`.
     Allow {
-        headers: Vec<(HeaderName, HeaderValue)>,
+        headers: Vec<(&'static str, HeaderValue)>,
         refused_headers: Vec<String>,
     },
     /// Answer 403 without CORS headers.
@@ -524,23 +525,23 @@ pub fn answer_preflight(
         }
     }
     let mut headers = Vec::with_capacity(7);
-    headers.push((ACCESS_CONTROL_ALLOW_ORIGIN, origin));
+    headers.push(("access-control-allow-origin", origin));
     if let Some(m) = &policy.allow_methods {
-        headers.push((ACCESS_CONTROL_ALLOW_METHODS, m.clone()));
+        headers.push(("access-control-allow-methods", m.clone()));
     }
     if let Some(h) = policy.allow_headers_for(tracing_headers) {
-        headers.push((ACCESS_CONTROL_ALLOW_HEADERS, h));
+        headers.push(("access-control-allow-headers", h));
     }
     if let Some(age) = &policy.max_age {
-        headers.push((ACCESS_CONTROL_MAX_AGE, age.clone()));
+        headers.push(("access-control-max-age", age.clone()));
     }
     if policy.allow_credentials {
         headers.push((
-            ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            "access-control-allow-credentials",
             HeaderValue::from_static("true"),
         ));
     }
-    headers.push((VARY, HeaderValue::from_static(PREFLIGHT_VARY)));
+    headers.push(("vary", HeaderValue::from_static(PREFLIGHT_VARY)));
     PreflightDecision::Allow {
         headers,
         refused_headers,
@@ -706,6 +707,7 @@ pub fn clean_response_headers(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::{ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_MAX_AGE};
 
     fn spec(origins: &[&str]) -> CorsSpec {
         CorsSpec {
@@ -931,10 +933,10 @@ mod tests {
         h
     }
 
-    fn find<'a>(headers: &'a [(HeaderName, HeaderValue)], name: &HeaderName) -> Vec<&'a str> {
+    fn find<'a>(headers: &'a [(&str, HeaderValue)], name: &HeaderName) -> Vec<&'a str> {
         headers
             .iter()
-            .filter(|(n, _)| n == name)
+            .filter(|(n, _)| *n == name.as_str())
             .map(|(_, v)| v.to_str().unwrap())
             .collect()
     }

@@ -252,6 +252,50 @@ fn credentials_are_sent_with_the_echoed_origin_never_a_star() {
     assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
 }
 
+/// Responses stitch writes itself carry the route's CORS headers too: without them a browser
+/// hides a 502 from the page, and the echo route could not be called cross-origin.
+#[test]
+fn stitchs_own_responses_carry_the_cors_headers() {
+    let cfg = format!(
+        "{}[upstream.gone]\nservers = [\"{}\"]\n\n\
+         [cors.web]\nallowed_origins = [\"{ORIGIN}\"]\nexpose_headers = [\"x-request-id\"]\nallow_credentials = true\n\n\
+         [[route]]\nname = \"down\"\npath = \"/down\"\nupstream = \"gone\"\ncors = \"web\"\n\n\
+         [[route]]\nname = \"echo\"\npath = \"/echo\"\nupstream = \"builtin:echo\"\ncors = \"web\"\n",
+        base_config(),
+        dead_addr()
+    );
+    let s = Stitch::start(&cfg);
+    for (path, status) in [("/down/x", 502), ("/echo/x", 200)] {
+        let r = get(&s.url(path), &[("origin", ORIGIN)]).unwrap();
+        assert_eq!(r.status, status, "{path}: {}", r.body);
+        assert_eq!(
+            r.header_all("access-control-allow-origin"),
+            vec![ORIGIN],
+            "{path}"
+        );
+        assert_eq!(
+            r.header("access-control-allow-credentials"),
+            Some("true"),
+            "{path}"
+        );
+        assert_eq!(
+            r.header("access-control-expose-headers"),
+            Some("x-request-id"),
+            "{path}"
+        );
+        assert_eq!(r.header("vary"), Some("Origin"), "{path}");
+        // an origin the policy does not allow gets none of them
+        let r = get(&s.url(path), &[("origin", "https://evil.example.net")]).unwrap();
+        assert!(
+            !r.headers
+                .iter()
+                .any(|(k, _)| k.starts_with("access-control-")),
+            "{path}: {:?}",
+            r.headers
+        );
+    }
+}
+
 #[test]
 fn stitch_check_refuses_a_star_with_credentials() {
     let (ok, out) = stitch_check(

@@ -205,16 +205,6 @@ pub fn is_propagation_name(name: &str) -> bool {
         || is_prefixed_propagation_name(name)
 }
 
-/// The `'static` spelling of a header name stitch writes, so a caller can hand it on without
-/// copying the name.
-pub fn static_name(name: &HeaderName) -> Option<&'static str> {
-    STRIPPED_HEADERS
-        .iter()
-        .copied()
-        .chain([baggage::HEADER])
-        .find(|s| *s == name.as_str())
-}
-
 fn is_prefixed_propagation_name(name: &str) -> bool {
     name.starts_with("x-datadog-") || name.starts_with("x-b3-")
 }

@@ -90,7 +90,7 @@ fn edge_span(
         start_unix_nanos: start,
         duration_nanos: elapsed.as_nanos() as i64,
         resource: route.resource(&req.method),
-        route: route.name_shared.clone(),
+        route: route.name.clone(),
         method: req.method.clone(),
         path,
         status,
@@ -143,7 +143,7 @@ fn access_line(
     idx: Option<usize>,
 ) {
     let req = session.req_header();
-    let route = idx.map(|i| app.routes[i].name.as_str()).unwrap_or("");
+    let route = idx.map(|i| &*app.routes[i].name).unwrap_or("");
     let (trace_low, trace_hex, span) = match &ctx.trace {
         Some(p) => (
             (p.context.trace_id as u64).to_string(),

@@ -62,9 +62,8 @@ impl Pool {
 
 /// Everything a route needs at request time, resolved at start-up.
 pub struct RouteRuntime {
-    pub name: String,
-    /// `name`, shared with every edge span of the route.
-    pub name_shared: Arc<str>,
+    /// The route's name, shared with every edge span of the route.
+    pub name: Arc<str>,
     /// The span resource (`"METHOD route"`) for the common methods, made once.
     resources: Vec<(http::Method, Arc<str>)>,
     pub target: Target,
@@ -187,8 +186,7 @@ impl Stitch {
                 RouteRuntime {
                     preflights,
                     resources,
-                    name_shared: Arc::from(r.name.as_str()),
-                    name: r.name.clone(),
+                    name: Arc::from(r.name.as_str()),
                     target: r.target,
                     metrics: metrics.route(&r.name),
                     profile,
@@ -276,7 +274,7 @@ impl Stitch {
             if let Some(reason) = d.overridden {
                 self.metrics
                     .sampling_overridden
-                    .with_label_values(&[route.name.as_str(), reason])
+                    .with_label_values(&[&route.name, reason])
                     .inc();
             }
         }
@@ -292,8 +290,8 @@ impl Stitch {
         // one in place (one insert rather than a remove and an append, and the maps do not
         // grow); the others present are removed. The names are `'static` so Pingora does not
         // copy them into its case map.
-        let mut written: [Option<(&'static str, HeaderValue)>; 16] = Default::default();
-        let mut overflow: Vec<(&'static str, HeaderValue)> = Vec::new();
+        // Every name written is one of the few propagation names (14), so 16 slots hold them.
+        let mut written: [&'static str; 16] = [""; 16];
         let mut n = 0;
         propagation::inject_each(
             &plan.context,
@@ -301,20 +299,23 @@ impl Stitch {
             &route.profile.inject,
             |name, value| {
                 let name: &'static str = name.as_str();
-                match written.get_mut(n) {
-                    Some(slot) => *slot = Some((name, value)),
-                    None => overflow.push((name, value)),
+                let _ = req.insert_header(name, value);
+                if !written[..n].contains(&name) {
+                    debug_assert!(n < written.len(), "more propagation names than slots");
+                    if let Some(slot) = written.get_mut(n) {
+                        *slot = name;
+                        n += 1;
+                    }
                 }
-                n += 1;
             },
         );
-        let writes = || written.iter().flatten().chain(overflow.iter());
+        let written = &written[..n];
         let mut stale: [Option<HeaderName>; 16] = Default::default();
         let mut stale_overflow = Vec::new();
         let mut m = 0;
         for k in req.headers.keys() {
             let k_str = k.as_str();
-            if propagation::is_propagation_name(k_str) && !writes().any(|(w, _)| *w == k_str) {
+            if propagation::is_propagation_name(k_str) && !written.contains(&k_str) {
                 match stale.get_mut(m) {
                     Some(slot) => *slot = Some(k.clone()),
                     None => stale_overflow.push(k.clone()),
@@ -324,9 +325,6 @@ impl Stitch {
         }
         for name in stale.into_iter().flatten().chain(stale_overflow) {
             req.remove_header(&name);
-        }
-        for (name, value) in written.into_iter().flatten().chain(overflow) {
-            let _ = req.insert_header(name, value);
         }
         for f in &route.profile.inject {
             if *f != Format::Baggage || plan.context.baggage.is_some() {
@@ -680,7 +678,7 @@ impl ProxyHttp for Stitch {
         ctx: &mut Ctx,
     ) -> FailToProxy {
         let route = ctx.route.map(|i| &self.routes[i]);
-        let route_name = route.map(|r| r.name.as_str());
+        let route_name = route.map(|r| &*r.name);
         let cors_extra = cors_headers(
             route.and_then(|r| r.cors.as_ref()),
             ctx.allowed_origin.as_ref(),

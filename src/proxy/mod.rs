@@ -288,10 +288,11 @@ impl Stitch {
         // Pingora keeps a case map beside its HeaderMap, so `propagation::strip` cannot edit
         // it; the edit goes through Pingora's API. A header stitch writes replaces the incoming
         // one in place (one insert rather than a remove and an append, and the maps do not
-        // grow); the others present are removed. The names are `'static` so Pingora does not
-        // copy them into its case map.
-        // Every name written is one of the few propagation names (14), so 16 slots hold them.
-        let mut written: [&'static str; 16] = [""; 16];
+        // grow); the others present are removed first. The names are `'static` so Pingora does
+        // not copy them into its case map. (Inserting while the injector hands the values over,
+        // then removing, measured 1.7% more instructions per full-route request.)
+        let mut written: [Option<(&'static str, HeaderValue)>; 16] = Default::default();
+        let mut overflow: Vec<(&'static str, HeaderValue)> = Vec::new();
         let mut n = 0;
         propagation::inject_each(
             &plan.context,
@@ -299,23 +300,20 @@ impl Stitch {
             &route.profile.inject,
             |name, value| {
                 let name: &'static str = name.as_str();
-                let _ = req.insert_header(name, value);
-                if !written[..n].contains(&name) {
-                    debug_assert!(n < written.len(), "more propagation names than slots");
-                    if let Some(slot) = written.get_mut(n) {
-                        *slot = name;
-                        n += 1;
-                    }
+                match written.get_mut(n) {
+                    Some(slot) => *slot = Some((name, value)),
+                    None => overflow.push((name, value)),
                 }
+                n += 1;
             },
         );
-        let written = &written[..n];
+        let writes = || written.iter().flatten().chain(overflow.iter());
         let mut stale: [Option<HeaderName>; 16] = Default::default();
         let mut stale_overflow = Vec::new();
         let mut m = 0;
         for k in req.headers.keys() {
             let k_str = k.as_str();
-            if propagation::is_propagation_name(k_str) && !written.contains(&k_str) {
+            if propagation::is_propagation_name(k_str) && !writes().any(|(w, _)| *w == k_str) {
                 match stale.get_mut(m) {
                     Some(slot) => *slot = Some(k.clone()),
                     None => stale_overflow.push(k.clone()),
@@ -325,6 +323,9 @@ impl Stitch {
         }
         for name in stale.into_iter().flatten().chain(stale_overflow) {
             req.remove_header(&name);
+        }
+        for (name, value) in written.into_iter().flatten().chain(overflow) {
+            let _ = req.insert_header(name, value);
         }
         for f in &route.profile.inject {
             if *f != Format::Baggage || plan.context.baggage.is_some() {

@@ -190,9 +190,8 @@ impl CorsPolicy {
 
     /// The same policy with `tracing_headers` (lower-case names, as derived from a route's
     /// propagation profile) always admitted and part of the precomputed
-    /// `Access-Control-Allow-Headers` value. Build one per route at config load; then pass
-    /// `&[]` (or the same list) as `tracing_headers` to [`answer_preflight`] and
-    /// [`augment_preflight_response`].
+    /// `Access-Control-Allow-Headers` value. Built once per route when the runtime is compiled;
+    /// [`answer_preflight`] and [`augment_preflight_response`] then use the baked-in names.
     pub fn with_tracing_headers(&self, tracing_headers: &[&str]) -> CorsPolicy {
         let mut policy = self.clone();
         policy.allowed_headers.truncate(policy.tracing_start);
@@ -226,34 +225,11 @@ impl CorsPolicy {
         &self.origins
     }
 
-    fn admits_header(&self, name: &str, tracing_headers: &[&str]) -> bool {
+    fn admits_header(&self, name: &str) -> bool {
         // `allowed_headers` are lower-case; `name` is as the browser wrote it.
         self.allowed_headers
             .iter()
             .any(|h| h.eq_ignore_ascii_case(name))
-            || tracing_headers
-                .iter()
-                .any(|h| h.trim().eq_ignore_ascii_case(name))
-    }
-
-    /// The `Access-Control-Allow-Headers` value: the precomputed one, plus any of
-    /// `tracing_headers` it lacks (allocates only then).
-    fn allow_headers_for(&self, tracing_headers: &[&str]) -> Option<HeaderValue> {
-        let extra: Vec<String> = tracing_headers
-            .iter()
-            .map(|h| h.trim().to_ascii_lowercase())
-            .filter(|h| !h.is_empty() && !self.allowed_headers.contains(h))
-            .collect();
-        if extra.is_empty() {
-            return self.allow_headers_value.clone();
-        }
-        let mut all: Vec<&str> = self.allowed_headers.iter().map(String::as_str).collect();
-        for h in &extra {
-            if !all.contains(&h.as_str()) {
-                all.push(h);
-            }
-        }
-        HeaderValue::from_str(&all.join(", ")).ok()
     }
 }
 
@@ -479,18 +455,14 @@ fn single_origin(headers: &HeaderMap) -> Option<&HeaderValue> {
 /// Longest refused header name reported (longer ones are cut), to bound metric label size.
 const MAX_REFUSED_NAME: usize = 64;
 
-/// Decides a preflight. `tracing_headers`: lower-case names always admitted, on top of those
-/// baked in by [`CorsPolicy::with_tracing_headers`].
+/// Decides a preflight; the tracing headers admitted are those baked in by
+/// [`CorsPolicy::with_tracing_headers`].
 ///
 /// In augment mode every preflight is forwarded (the upstream owns its CORS, including which
 /// origins it admits). In answer mode, `Access-Control-Allow-Headers` lists every admitted
 /// header (app + tracing), not only the requested ones, so the browser's preflight cache
 /// covers later requests with other tracing headers.
-pub fn answer_preflight(
-    policy: &CorsPolicy,
-    req_headers: &HeaderMap,
-    tracing_headers: &[&str],
-) -> PreflightDecision {
+pub fn answer_preflight(policy: &CorsPolicy, req_headers: &HeaderMap) -> PreflightDecision {
     if policy.mode == PreflightMode::Augment {
         return PreflightDecision::Forward;
     }
@@ -507,7 +479,7 @@ pub fn answer_preflight(
             }
             // Admitted names (nearly all) cost no allocation; a refused one becomes a label.
             let lower = match std::str::from_utf8(name) {
-                Ok(s) if policy.admits_header(s, tracing_headers) => continue,
+                Ok(s) if policy.admits_header(s) => continue,
                 Ok(s) => s.to_ascii_lowercase(),
                 Err(_) => "<invalid>".to_string(),
             };
@@ -529,7 +501,8 @@ pub fn answer_preflight(
     if let Some(m) = &policy.allow_methods {
         headers.push(("access-control-allow-methods", m.clone()));
     }
-    if let Some(h) = policy.allow_headers_for(tracing_headers) {
+    if let Some(h) = &policy.allow_headers_value {
+        let h = h.clone();
         headers.push(("access-control-allow-headers", h));
     }
     if let Some(age) = &policy.max_age {
@@ -549,16 +522,11 @@ pub fn answer_preflight(
 }
 
 /// Augment mode, on the upstream's preflight answer: when `origin` is allowed, adds the
-/// tracing headers (baked-in plus `tracing_headers`) that the upstream's
+/// tracing headers baked into the policy that the upstream's
 /// `Access-Control-Allow-Headers` lacks, keeping the upstream's entries as written and folding
 /// several header lines into one. A doubled `Access-Control-Allow-Origin` is collapsed to the
 /// echoed origin. Nothing else is touched: the upstream decides whether the origin may call.
-pub fn augment_preflight_response(
-    policy: &CorsPolicy,
-    origin: &[u8],
-    tracing_headers: &[&str],
-    resp: &mut HeaderMap,
-) {
+pub fn augment_preflight_response(policy: &CorsPolicy, origin: &[u8], resp: &mut HeaderMap) {
     if !policy.allows_origin(origin) {
         return;
     }
@@ -569,7 +537,6 @@ pub fn augment_preflight_response(
         .unwrap_or_default()
         .iter()
         .map(String::as_str)
-        .chain(tracing_headers.iter().map(|h| h.trim()))
         .filter(|h| !h.is_empty());
     merge_list(resp, ACCESS_CONTROL_ALLOW_HEADERS, wanted);
 }
@@ -1028,7 +995,22 @@ mod tests {
             (&creds, TRACING, Some(ok), Some(rum), "allowed", &[]),
         ];
         for (i, &(p, tracing, origin, acrh, label, refused)) in rows.iter().enumerate() {
-            let d = answer_preflight(p, &preflight(origin, acrh), tracing);
+            // An empty list keeps what the policy has baked in; a list bakes in those names.
+            // `tracing`: names admitted on top of what the policy has baked in.
+            let baked;
+            let policy = match tracing {
+                [] => p,
+                names => {
+                    let on_top: Vec<&str> = if std::ptr::eq(p, &routed) {
+                        TRACING.iter().chain(names).copied().collect()
+                    } else {
+                        names.to_vec()
+                    };
+                    baked = p.with_tracing_headers(&on_top);
+                    &baked
+                }
+            };
+            let d = answer_preflight(policy, &preflight(origin, acrh));
             assert_eq!(d.result_label(), label, "row {i}");
             match d {
                 PreflightDecision::Allow {
@@ -1077,12 +1059,12 @@ mod tests {
         let mut h = preflight(Some(ok), None);
         h.append(ORIGIN, HeaderValue::from_static("https://app.example.com"));
         assert_eq!(
-            answer_preflight(&routed, &h, &[]),
+            answer_preflight(&routed, &h),
             PreflightDecision::RefuseOrigin
         );
         // Refused header names are bounded for the metric label.
         let long = "x".repeat(300);
-        let d = answer_preflight(&routed, &preflight(Some(ok), Some(&long)), &[]);
+        let d = answer_preflight(&routed, &preflight(Some(ok), Some(&long)));
         match d {
             PreflightDecision::Allow {
                 refused_headers, ..
@@ -1122,7 +1104,11 @@ mod tests {
             (&ACCESS_CONTROL_ALLOW_HEADERS, "Content-Type, TraceParent"),
             (&ACCESS_CONTROL_ALLOW_HEADERS, "x-upstream"),
         ]);
-        augment_preflight_response(&p, ok, &["b3"], &mut r);
+        augment_preflight_response(
+            &p.with_tracing_headers(&["traceparent", "tracestate", "b3"]),
+            ok,
+            &mut r,
+        );
         assert_eq!(
             all(&r, &ACCESS_CONTROL_ALLOW_HEADERS),
             ["Content-Type, TraceParent, x-upstream, tracestate, b3"]
@@ -1134,7 +1120,7 @@ mod tests {
 
         // Nothing missing and one line: untouched.
         let mut r = resp(&[(&ACCESS_CONTROL_ALLOW_HEADERS, "traceparent,tracestate")]);
-        augment_preflight_response(&p, ok, &[], &mut r);
+        augment_preflight_response(&p, ok, &mut r);
         assert_eq!(
             all(&r, &ACCESS_CONTROL_ALLOW_HEADERS),
             ["traceparent,tracestate"]
@@ -1142,7 +1128,7 @@ mod tests {
 
         // Upstream without ACAH gets the tracing headers.
         let mut r = HeaderMap::new();
-        augment_preflight_response(&p, ok, &[], &mut r);
+        augment_preflight_response(&p, ok, &mut r);
         assert_eq!(
             all(&r, &ACCESS_CONTROL_ALLOW_HEADERS),
             ["traceparent, tracestate"]
@@ -1150,7 +1136,7 @@ mod tests {
 
         // Origin not allowed: untouched.
         let mut r = resp(&[(&ACCESS_CONTROL_ALLOW_HEADERS, "content-type")]);
-        augment_preflight_response(&p, b"https://evil.test", &["b3"], &mut r);
+        augment_preflight_response(&p, b"https://evil.test", &mut r);
         assert_eq!(all(&r, &ACCESS_CONTROL_ALLOW_HEADERS), ["content-type"]);
 
         // Doubled ACAO from upstream collapsed.
@@ -1158,7 +1144,7 @@ mod tests {
             (&ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
             (&ACCESS_CONTROL_ALLOW_ORIGIN, "https://app.example.com"),
         ]);
-        augment_preflight_response(&p, ok, &[], &mut r);
+        augment_preflight_response(&p, ok, &mut r);
         assert_eq!(
             all(&r, &ACCESS_CONTROL_ALLOW_ORIGIN),
             ["https://app.example.com"]
@@ -1337,10 +1323,11 @@ mod tests {
                 h.insert(ORIGIN, v.clone());
                 h.insert(ACCESS_CONTROL_REQUEST_METHOD, HeaderValue::from_static("GET"));
                 h.insert(ACCESS_CONTROL_REQUEST_HEADERS, v);
-                let _ = answer_preflight(&p, &h, TRACING);
+                let p = p.with_tracing_headers(TRACING);
+                let _ = answer_preflight(&p, &h);
                 let mut r = h.clone();
                 decorate_response(&p, &raw, &mut r);
-                augment_preflight_response(&p, &raw, TRACING, &mut r);
+                augment_preflight_response(&p, &raw, &mut r);
             }
         }
 

@@ -1,10 +1,10 @@
 //! The per-request trace plan: extraction, trust, the one sampling decision and the headers to
 //! send upstream, composed from the pure modules. The proxy and `stitch explain` both call
-//! [`plan`], so what `explain` prints is exactly what the proxy does.
+//! [`plan`] and [`rewrite`], so what `explain` prints is exactly what the proxy does.
 
 use std::net::IpAddr;
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::Profile;
 use crate::propagation::{
@@ -112,22 +112,66 @@ pub fn plan(
     }
 }
 
-impl TracePlan {
-    /// The headers to write upstream for `formats` (the caller strips the old ones first).
-    pub fn outgoing(&self, formats: &[Format]) -> HeaderMap {
-        let mut out = HeaderMap::new();
-        propagation::inject(&self.context, self.span_id, formats, &mut out);
-        out
+/// Headers the trace rewrite can edit: a plain `HeaderMap` (`stitch explain`) or Pingora's
+/// request header with its case map (the proxy), so both run [`rewrite`].
+pub trait HeaderEdit {
+    /// The names present now.
+    fn names(&self) -> impl Iterator<Item = &HeaderName>;
+    fn remove(&mut self, name: &HeaderName);
+    /// Set `name` to `value`, replacing any values it had.
+    fn insert(&mut self, name: &'static str, value: HeaderValue);
+}
+
+impl HeaderEdit for HeaderMap {
+    fn names(&self) -> impl Iterator<Item = &HeaderName> {
+        self.keys()
+    }
+    fn remove(&mut self, name: &HeaderName) {
+        HeaderMap::remove(self, name);
+    }
+    fn insert(&mut self, name: &'static str, value: HeaderValue) {
+        HeaderMap::insert(self, HeaderName::from_static(name), value);
     }
 }
 
-/// Is this header value an origin the CORS policy allows?
-pub fn origin_allowed(
-    policy: Option<&crate::cors::CorsPolicy>,
-    origin: Option<&HeaderValue>,
-) -> bool {
-    match (policy, origin) {
-        (Some(p), Some(o)) => p.allows_origin(o.as_bytes()),
-        _ => false,
+/// Rewrite the trace headers of a request as it goes upstream: write `inject`'s formats from
+/// the plan and remove every other propagation header stitch knows.
+///
+/// A header stitch writes replaces the incoming one in place (one insert rather than a remove
+/// and an append, and the maps do not grow); the others present are removed first. The names
+/// are `'static`, so Pingora does not copy them into its case map. Up to 16 headers each way
+/// are held on the stack. (Inserting while the injector hands the values over, then removing,
+/// measured 1.7% more instructions per full-route request.)
+pub fn rewrite(plan: &TracePlan, inject: &[Format], headers: &mut impl HeaderEdit) {
+    let mut written: [Option<(&'static str, HeaderValue)>; 16] = Default::default();
+    let mut overflow: Vec<(&'static str, HeaderValue)> = Vec::new();
+    let mut n = 0;
+    propagation::inject_each(&plan.context, plan.span_id, inject, |name, value| {
+        let name: &'static str = name.as_str();
+        match written.get_mut(n) {
+            Some(slot) => *slot = Some((name, value)),
+            None => overflow.push((name, value)),
+        }
+        n += 1;
+    });
+    let writes = || written.iter().flatten().chain(overflow.iter());
+    let mut stale: [Option<HeaderName>; 16] = Default::default();
+    let mut stale_overflow = Vec::new();
+    let mut m = 0;
+    for k in headers.names() {
+        let k_str = k.as_str();
+        if propagation::is_propagation_name(k_str) && !writes().any(|(w, _)| *w == k_str) {
+            match stale.get_mut(m) {
+                Some(slot) => *slot = Some(k.clone()),
+                None => stale_overflow.push(k.clone()),
+            }
+            m += 1;
+        }
+    }
+    for name in stale.into_iter().flatten().chain(stale_overflow) {
+        headers.remove(&name);
+    }
+    for (name, value) in written.into_iter().flatten().chain(overflow) {
+        headers.insert(name, value);
     }
 }

@@ -8,8 +8,9 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::{Config, Target};
 use crate::edge;
-use crate::propagation;
-use crate::proxy::tracing_headers;
+use crate::metrics::Metrics;
+use crate::propagation::{self, tracing_headers};
+use crate::runtime::RouteRuntime;
 
 /// Parse `-H 'name: value'` arguments.
 pub fn parse_headers(args: &[String]) -> Result<HeaderMap, String> {
@@ -42,7 +43,10 @@ pub fn explain(
             let names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
             format!("no route named \"{route}\" (routes: {})", names.join(", "))
         })?;
-    let profile = &config.profiles[r.propagation];
+    // The route exactly as the proxy compiles it (CORS policy with the tracing headers baked
+    // in); its metric handles go to a registry nobody reads.
+    let rt = RouteRuntime::new(config, r, &Metrics::new());
+    let profile = &rt.profile;
     let names =
         |fs: &[propagation::Format]| fs.iter().map(|f| f.name()).collect::<Vec<_>>().join(", ");
     let mut o = String::new();
@@ -59,22 +63,22 @@ pub fn explain(
         names(&profile.inject)
     );
 
-    let cors = r.cors.map(|i| &config.cors[i]);
+    let cors = r.cors.map(|i| (&config.cors[i].name, rt.cors.as_ref()));
     let origin = headers.get(http::header::ORIGIN);
     let origin_allowed = match (cors, origin) {
-        (Some(c), Some(org)) => {
-            let ok = c.policy.allows_origin(org.as_bytes());
+        (Some((name, policy)), Some(org)) => {
+            let ok = policy.is_some_and(|p| p.allows_origin(org.as_bytes()));
             let _ = writeln!(
                 o,
                 "cors: policy {}; Origin {} is {}",
-                c.name,
+                name,
                 String::from_utf8_lossy(org.as_bytes()),
                 if ok { "allowed" } else { "NOT allowed" }
             );
             ok
         }
-        (Some(c), None) => {
-            let _ = writeln!(o, "cors: policy {}; the request has no Origin", c.name);
+        (Some((name, _)), None) => {
+            let _ = writeln!(o, "cors: policy {name}; the request has no Origin");
             false
         }
         (None, _) => {
@@ -86,7 +90,7 @@ pub fn explain(
         let _ = writeln!(
             o,
             "  tracing headers always allowed: {}",
-            tracing_headers(profile).join(", ")
+            tracing_headers(&profile.extract).join(", ")
         );
     }
 
@@ -106,9 +110,6 @@ pub fn explain(
     }
     if ext.winner.is_none() {
         let _ = writeln!(o, "  no valid context: a new trace starts at the edge");
-    }
-    if !plan.extraction.conflicts.is_empty() {
-        let _ = writeln!(o, "conflicts: {}", plan.extraction.conflicts.join(", "));
     }
     let d = &plan.decision;
     let _ = writeln!(
@@ -134,12 +135,9 @@ pub fn explain(
         plan.parent_id
     );
     let _ = writeln!(o, "\nheaders sent upstream (trace headers replaced):");
-    // The same edit the proxy makes: strip every known trace header, inject the profile's.
+    // The very edit the proxy makes.
     let mut sent = headers.clone();
-    propagation::strip(&mut sent);
-    for (k, v) in plan.outgoing(&profile.inject).iter() {
-        sent.append(k.clone(), v.clone());
-    }
+    edge::rewrite(&plan, &profile.inject, &mut sent);
     let kept = sent.iter().map(|(k, v)| {
         (
             k.to_string(),

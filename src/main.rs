@@ -1,4 +1,5 @@
 //! The `stitch` command: run the proxy, check a configuration, or explain a request.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,13 +21,21 @@ struct Cli {
     /// Configuration file to run with.
     #[arg(short, long, global = true)]
     config: Option<PathBuf>,
+    /// Do not watch the configuration's directory; reload on SIGHUP only.
+    #[arg(long)]
+    no_watch: bool,
+    /// Take the listening sockets over from a running stitch on the same configuration, which
+    /// is then sent SIGQUIT (binary upgrade without dropping connections).
+    #[arg(short, long)]
+    upgrade: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate a configuration file and report every problem with its line.
+    /// Validate a configuration file (with the environment's overrides) and report every
+    /// problem with its line.
     Check,
     /// Show what stitch extracts from a request on a route, which format wins and why, the
     /// sampling decision, and the exact trace headers it would send upstream.
@@ -49,8 +58,8 @@ fn main() -> ExitCode {
         eprintln!("stitch: --config FILE is required (try conf/stitch.toml)");
         return ExitCode::from(2);
     };
-    let config = match stitch::config::load(&path) {
-        Ok(c) => c,
+    let loaded = match stitch::config::load(&path) {
+        Ok(l) => l,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(1);
@@ -61,8 +70,8 @@ fn main() -> ExitCode {
             println!(
                 "{}: ok ({} routes, {} upstreams)",
                 path.display(),
-                config.routes.len(),
-                config.upstreams.len()
+                loaded.config.routes.len(),
+                loaded.config.upstreams.len()
             );
             ExitCode::SUCCESS
         }
@@ -72,7 +81,7 @@ fn main() -> ExitCode {
             client,
         }) => {
             let result = stitch::explain::parse_headers(&headers)
-                .and_then(|h| stitch::explain::explain(&config, &route, &h, client));
+                .and_then(|h| stitch::explain::explain(&loaded.config, &route, &h, client));
             match result {
                 Ok(text) => {
                     print!("{text}");
@@ -84,14 +93,21 @@ fn main() -> ExitCode {
                 }
             }
         }
-        None => run(config),
+        None => run(
+            loaded,
+            stitch::server::RunOptions {
+                config_path: path,
+                watch: !cli.no_watch,
+                upgrade: cli.upgrade,
+            },
+        ),
     }
 }
 
-fn run(config: stitch::config::Config) -> ExitCode {
+fn run(loaded: stitch::config::Loaded, opts: stitch::server::RunOptions) -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,stitch=info"))
         .init();
-    let built = match stitch::server::build(config) {
+    let built = match stitch::server::build(loaded, &opts) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("stitch: cannot start: {e:#}");
@@ -101,9 +117,11 @@ fn run(config: stitch::config::Config) -> ExitCode {
     for a in &built.proxy_addrs {
         eprintln!("stitch: proxy listening on http://{a}");
     }
-    eprintln!("stitch: admin listening on http://{}", built.admin_addr);
+    if let Some(a) = built.admin_addr {
+        eprintln!("stitch: admin listening on http://{a}");
+    }
     built.server.run(pingora::server::RunArgs {
-        shutdown_signal: Box::new(built.drain),
+        shutdown_signal: Box::new(built.signals),
     });
     eprintln!("stitch: stopped");
     ExitCode::SUCCESS

@@ -2,9 +2,11 @@
 //! are resolved at start-up so the request path never looks up labels for them.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, Opts, Registry, TextEncoder,
 };
+
+use crate::span::ExportMetrics;
 
 /// Status classes in the order of [`RouteMetrics::requests`].
 const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
@@ -23,7 +25,40 @@ pub struct Metrics {
     pub cors_refused_header: IntCounterVec,
     pub sampling_decisions: IntCounterVec,
     pub sampling_overridden: IntCounterVec,
+    pub export: ExportMetrics,
+    pub config: ConfigMetrics,
 }
+
+/// The live configuration's metrics.
+pub struct ConfigMetrics {
+    /// `stitch_config_reloads_total{result="success|failure"}`
+    pub reloads: IntCounterVec,
+    /// `stitch_config_last_reload_successful`
+    pub last_successful: IntGauge,
+    /// `stitch_config_last_reload_success_timestamp_seconds`
+    pub last_success_time: Gauge,
+    /// `stitch_config_info{hash}`: 1 for the configuration being served.
+    pub info: GaugeVec,
+}
+
+/// Kinds `stitch_upstream_errors_total` counts (see `proxy::respond::classify`).
+pub const UPSTREAM_ERROR_KINDS: [&str; 12] = [
+    "connect_timeout",
+    "read_timeout",
+    "write_timeout",
+    "tls_timeout",
+    "connect_refused",
+    "no_route_to_host",
+    "tls",
+    "connect_error",
+    "connection_closed",
+    "io_error",
+    "bad_response",
+    "no_healthy_upstream",
+];
+
+/// Reasons `stitch_sampling_overridden_total` counts.
+pub const OVERRIDE_REASONS: [&str; 3] = ["priority_capped", "untrusted_client", "untrusted_all"];
 
 /// Handles for one route, resolved once.
 pub struct RouteMetrics {
@@ -139,7 +174,36 @@ impl Metrics {
                 "Incoming sampling decisions stitch did not honour as sent, by route and reason.",
                 &["route", "reason"],
             ),
+            export: ExportMetrics::register(&registry)
+                .unwrap_or_else(|e| panic!("export metrics: {e}")),
+            config: ConfigMetrics::register(&registry),
             registry,
+        }
+    }
+
+    /// Remove every label set of a route that no runtime serves any more.
+    pub fn remove_route(&self, route: &str) {
+        for c in STATUS_CLASSES {
+            let _ = self.requests.remove_label_values(&[route, c]);
+        }
+        let _ = self.duration.remove_label_values(&[route]);
+        for kind in UPSTREAM_ERROR_KINDS.iter().chain(&["other"]) {
+            let _ = self.upstream_errors.remove_label_values(&[route, kind]);
+        }
+        for result in crate::cors::PreflightDecision::RESULT_LABELS {
+            let _ = self.cors_preflight.remove_label_values(&[route, result]);
+        }
+        for source in ["incoming", "edge", "missing"] {
+            for d in ["keep", "drop"] {
+                let _ = self
+                    .sampling_decisions
+                    .remove_label_values(&[route, source, d]);
+            }
+        }
+        for reason in OVERRIDE_REASONS {
+            let _ = self
+                .sampling_overridden
+                .remove_label_values(&[route, reason]);
         }
     }
 
@@ -159,6 +223,52 @@ impl Metrics {
             log::warn!("metrics encoding failed: {e}");
         }
         out
+    }
+}
+
+impl ConfigMetrics {
+    fn register(registry: &Registry) -> ConfigMetrics {
+        let reloads = counter(
+            registry,
+            "stitch_config_reloads_total",
+            "Configuration reloads, by result (success, failure).",
+            &["result"],
+        );
+        let last_successful = IntGauge::new(
+            "stitch_config_last_reload_successful",
+            "Whether the last configuration reload succeeded (1) or failed (0).",
+        )
+        .expect("gauge");
+        let last_success_time = Gauge::new(
+            "stitch_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration load.",
+        )
+        .expect("gauge");
+        let info = GaugeVec::new(
+            Opts::new(
+                "stitch_config_info",
+                "The configuration being served (1), by content hash.",
+            ),
+            &["hash"],
+        )
+        .expect("gauge");
+        for m in [
+            Box::new(last_successful.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(last_success_time.clone()),
+            Box::new(info.clone()),
+        ] {
+            registry.register(m).expect("register config metrics");
+        }
+        for r in ["success", "failure"] {
+            reloads.with_label_values(&[r]);
+        }
+        last_successful.set(1);
+        ConfigMetrics {
+            reloads,
+            last_successful,
+            last_success_time,
+            info,
+        }
     }
 }
 

@@ -1,8 +1,6 @@
 //! Route matching: host (exact or `*.example.com`) and path prefix; the longest prefix wins,
 //! then declaration order. Pure code over plain values.
 
-use crate::config::Route;
-
 /// How a route matches the request's host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostMatch {
@@ -73,52 +71,61 @@ pub fn host_part(raw: &str) -> &str {
     h.trim_end_matches('.')
 }
 
-/// Routes in match order.
+/// One route as the router sees it: an optional host pattern and a path prefix.
 #[derive(Debug, Clone)]
+struct Entry {
+    host: Option<HostMatch>,
+    path: String,
+}
+
+/// Routes in match order; [`Router::find`] gives the index a route was declared at.
+#[derive(Debug, Clone, Default)]
 pub struct Router {
-    /// Indexes into the config's routes, sorted by descending prefix length, then declaration.
+    /// Declaration indexes, sorted by descending prefix length, then declaration order.
     order: Vec<usize>,
-    routes: Vec<Route>,
+    entries: Vec<Entry>,
 }
 
 impl Router {
-    pub fn new(routes: &[Route]) -> Router {
-        let mut order: Vec<usize> = (0..routes.len()).collect();
+    /// A router over `(host, path prefix)` pairs in declaration order.
+    pub fn new<'a>(routes: impl IntoIterator<Item = (Option<&'a HostMatch>, &'a str)>) -> Router {
+        let entries: Vec<Entry> = routes
+            .into_iter()
+            .map(|(host, path)| Entry {
+                host: host.cloned(),
+                path: path.to_string(),
+            })
+            .collect();
+        let mut order: Vec<usize> = (0..entries.len()).collect();
         // Stable sort keeps declaration order among equal prefix lengths.
-        order.sort_by(|&a, &b| routes[b].path.len().cmp(&routes[a].path.len()));
-        Router {
-            order,
-            routes: routes.to_vec(),
-        }
+        order.sort_by(|&a, &b| entries[b].path.len().cmp(&entries[a].path.len()));
+        Router { order, entries }
     }
 
-    /// The index of the route for this host (see [`host_part`]) and path, if any.
+    /// The declaration index of the route for this host (see [`host_part`]) and path, if any.
     pub fn find(&self, host: &str, path: &str) -> Option<usize> {
         self.order.iter().copied().find(|&i| {
-            let r = &self.routes[i];
-            r.host.as_ref().map(|h| h.matches(host)).unwrap_or(true) && path_matches(&r.path, path)
+            let e = &self.entries[i];
+            e.host.as_ref().map(|h| h.matches(host)).unwrap_or(true) && path_matches(&e.path, path)
         })
-    }
-
-    pub fn routes(&self) -> &[Route] {
-        &self.routes
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Target;
 
-    fn route(name: &str, host: Option<&str>, path: &str) -> Route {
-        Route {
-            name: name.into(),
-            host: host.map(|h| HostMatch::parse(h).unwrap()),
-            path: path.into(),
-            target: Target::Echo,
-            cors: None,
-            propagation: 0,
-        }
+    /// A router over `(name, host, path)` rows, and a lookup that answers with the name.
+    fn router(
+        rows: &[(&'static str, Option<&str>, &str)],
+    ) -> impl Fn(&str, &str) -> Option<&'static str> {
+        let hosts: Vec<Option<HostMatch>> = rows
+            .iter()
+            .map(|r| r.1.map(|h| HostMatch::parse(h).unwrap()))
+            .collect();
+        let r = Router::new(hosts.iter().zip(rows).map(|(h, row)| (h.as_ref(), row.2)));
+        let names: Vec<&'static str> = rows.iter().map(|r| r.0).collect();
+        move |h, p| r.find(h, p).map(|i| names[i])
     }
 
     #[test]
@@ -181,20 +188,19 @@ mod tests {
 
     #[test]
     fn longest_prefix_then_declaration_order() {
-        let r = Router::new(&[
-            route("root", None, "/"),
-            route("api", None, "/api"),
-            route("api-v2", None, "/api/v2"),
-            route("hosted", Some("*.example.com"), "/api"),
+        let name = router(&[
+            ("root", None, "/"),
+            ("api", None, "/api"),
+            ("api-v2", None, "/api/v2"),
+            ("hosted", Some("*.example.com"), "/api"),
         ]);
-        let name = |h: &str, p: &str| r.find(h, p).map(|i| r.routes()[i].name.clone());
-        assert_eq!(name("x", "/api/v2/a").as_deref(), Some("api-v2"));
-        assert_eq!(name("x", "/api/v1").as_deref(), Some("api"));
+        assert_eq!(name("x", "/api/v2/a"), Some("api-v2"));
+        assert_eq!(name("x", "/api/v1"), Some("api"));
         // Same prefix length: declaration order, so the hostless "api" route comes first.
-        assert_eq!(name("a.example.com", "/api").as_deref(), Some("api"));
-        assert_eq!(name("x", "/other").as_deref(), Some("root"));
-        let only_host = Router::new(&[route("h", Some("a.com"), "/")]);
-        assert_eq!(only_host.find("b.com", "/"), None);
-        assert_eq!(only_host.find("a.com", "/x"), Some(0));
+        assert_eq!(name("a.example.com", "/api"), Some("api"));
+        assert_eq!(name("x", "/other"), Some("root"));
+        let only_host = router(&[("h", Some("a.com"), "/")]);
+        assert_eq!(only_host("b.com", "/"), None);
+        assert_eq!(only_host("a.com", "/x"), Some("h"));
     }
 }

@@ -1,272 +1,98 @@
-//! The configuration file as written: serde structs with defaults and `deny_unknown_fields`.
-//!
-//! Nothing here is trusted yet; `super::validate` turns these into the internal [`super::Config`]
-//! and reports every problem with its line.
+//! The TOML source: reads the file into a [`Description`], applies the environment, validates,
+//! and turns byte offsets into line numbers for every error.
 
-use std::collections::BTreeMap;
+use std::path::Path;
 
-use serde::Deserialize;
-use toml::Spanned;
+use super::{env, validate, Config, ConfigError, ConfigErrors, Description, Loaded, Location};
 
-/// The whole file.
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    #[serde(default)]
-    pub server: ServerFile,
-    #[serde(default)]
-    pub admin: AdminFile,
-    #[serde(default)]
-    pub service: ServiceFile,
-    #[serde(default)]
-    pub export: ExportFile,
-    #[serde(default)]
-    pub access_log: AccessLogFile,
-    #[serde(default)]
-    pub upstream: BTreeMap<String, Spanned<UpstreamFile>>,
-    #[serde(default)]
-    pub cors: BTreeMap<String, Spanned<CorsFile>>,
-    #[serde(default)]
-    pub propagation: BTreeMap<String, Spanned<PropagationFile>>,
-    #[serde(default)]
-    pub route: Vec<Spanned<RouteFile>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServerFile {
-    #[serde(default = "default_listen")]
-    pub listen: Vec<Spanned<String>>,
-    #[serde(default = "default_threads")]
-    pub threads: Spanned<i64>,
-    #[serde(default = "default_true")]
-    pub work_stealing: bool,
-    /// Seconds between SIGTERM and the start of the drain (time for a load balancer to stop
-    /// sending new connections).
-    #[serde(default = "default_grace")]
-    pub shutdown_grace_seconds: Spanned<i64>,
-    /// Seconds allowed for in-flight requests to finish after the grace period.
-    #[serde(default = "default_drain")]
-    pub shutdown_timeout_seconds: Spanned<i64>,
-    pub pid_file: Option<String>,
-    pub upgrade_sock: Option<String>,
-    #[serde(default = "default_keepalive_pool")]
-    pub upstream_keepalive_pool: Spanned<i64>,
-    /// Bytes of read buffer per client connection (Pingora's default is 64 KiB).
-    #[serde(default = "default_read_buffer")]
-    pub read_buffer_bytes: Spanned<i64>,
-}
-
-impl Default for ServerFile {
-    fn default() -> Self {
-        ServerFile {
-            listen: default_listen(),
-            threads: default_threads(),
-            work_stealing: true,
-            shutdown_grace_seconds: default_grace(),
-            shutdown_timeout_seconds: default_drain(),
-            pid_file: None,
-            upgrade_sock: None,
-            upstream_keepalive_pool: default_keepalive_pool(),
-            read_buffer_bytes: default_read_buffer(),
-        }
+/// Read and load a configuration file; `get` looks up environment variables.
+pub fn load(path: &Path, get: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+        file: path.to_path_buf(),
+        errors: vec![ConfigError {
+            at: Location::Default,
+            key: "(file)".into(),
+            message: format!("cannot read: {e}"),
+        }],
+    })?;
+    match parse(&text, get) {
+        Ok(config) => Ok(Loaded { config, text }),
+        Err(errors) => Err(ConfigErrors {
+            file: path.to_path_buf(),
+            errors,
+        }),
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdminFile {
-    #[serde(default = "default_admin_listen")]
-    pub listen: Spanned<String>,
+/// Parse, override and validate configuration text. Errors are sorted by line.
+pub fn parse(text: &str, get: &dyn Fn(&str) -> Option<String>) -> Result<Config, Vec<ConfigError>> {
+    let mut desc: Description = match toml::from_str(text) {
+        Ok(d) => d,
+        Err(e) => return Err(vec![syntax_error(text, &e)]),
+    };
+    env::apply(&mut desc, get);
+    validate(&desc).map_err(|mut errors| {
+        for e in &mut errors {
+            if let Location::Offset(o) = e.at {
+                e.at = Location::Line(line_of(text, o));
+            }
+        }
+        errors.sort_by_key(|e| e.line());
+        errors
+    })
 }
 
-impl Default for AdminFile {
-    fn default() -> Self {
-        AdminFile {
-            listen: default_admin_listen(),
-        }
+/// Turn a serde/TOML error into a [`ConfigError`] with the line and the key path.
+fn syntax_error(text: &str, e: &toml::de::Error) -> ConfigError {
+    let offset = e.span().map(|s| s.start).unwrap_or(0);
+    ConfigError {
+        at: Location::Line(line_of(text, offset)),
+        key: key_path_at(text, offset),
+        message: e.message().trim().replace('\n', " "),
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServiceFile {
-    #[serde(default = "default_service")]
-    pub name: String,
-    pub env: Option<String>,
-    pub version: Option<String>,
-}
-
-impl Default for ServiceFile {
-    fn default() -> Self {
-        ServiceFile {
-            name: default_service(),
-            env: None,
-            version: None,
-        }
-    }
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct ExportFile {
-    pub datadog: Option<Spanned<DatadogExportFile>>,
-    pub otlp: Option<Spanned<OtlpExportFile>>,
-    pub queue_capacity: Option<Spanned<i64>>,
-    pub batch_size: Option<Spanned<i64>>,
-    pub flush_interval_ms: Option<Spanned<i64>>,
-    pub max_retries: Option<Spanned<i64>>,
-    pub retry_backoff_ms: Option<Spanned<i64>>,
-    pub request_timeout_ms: Option<Spanned<i64>>,
-    #[serde(default)]
-    pub keep_query: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DatadogExportFile {
-    #[serde(default = "default_true")]
-    pub enabled: bool,
-    pub agent_url: Option<Spanned<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OtlpExportFile {
-    #[serde(default = "default_true")]
-    pub enabled: bool,
-    pub endpoint: Option<Spanned<String>>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct AccessLogFile {
-    #[serde(default)]
-    pub enabled: bool,
-    #[serde(default)]
-    pub format: Option<Spanned<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpstreamFile {
-    pub servers: Spanned<Vec<Spanned<String>>>,
-    #[serde(default = "default_connect_ms")]
-    pub connect_timeout_ms: Spanned<i64>,
-    #[serde(default = "default_rw_ms")]
-    pub read_timeout_ms: Spanned<i64>,
-    #[serde(default = "default_rw_ms")]
-    pub write_timeout_ms: Spanned<i64>,
-    #[serde(default)]
-    pub tls: bool,
-    pub sni: Option<String>,
-    #[serde(default = "default_true")]
-    pub verify_cert: bool,
-    /// PEM file of the CA certificates to trust for this upstream instead of the system's.
-    pub ca_file: Option<Spanned<String>>,
-    pub health_check: Option<Spanned<HealthCheckFile>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HealthCheckFile {
-    #[serde(default = "default_hc_interval")]
-    pub interval_ms: Spanned<i64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteFile {
-    pub name: Option<Spanned<String>>,
-    pub host: Option<Spanned<String>>,
-    #[serde(default = "default_path")]
-    pub path: Spanned<String>,
-    pub upstream: Spanned<String>,
-    pub cors: Option<Spanned<String>>,
-    pub propagation: Option<Spanned<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CorsFile {
-    pub allowed_origins: Spanned<Vec<String>>,
-    #[serde(default = "default_methods")]
-    pub allow_methods: Vec<String>,
-    #[serde(default)]
-    pub allow_headers: Vec<String>,
-    #[serde(default)]
-    pub expose_headers: Vec<String>,
-    #[serde(default)]
-    pub allow_credentials: bool,
-    pub max_age: Option<Spanned<i64>>,
-    pub preflight: Option<Spanned<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PropagationFile {
-    pub extract: Option<Spanned<Vec<Spanned<String>>>>,
-    pub inject: Option<Spanned<Vec<Spanned<String>>>>,
-    pub injection: Option<Spanned<String>>,
-    pub sample_rate: Option<Spanned<f64>>,
-    pub missing_decision: Option<Spanned<String>>,
-    pub trust: Option<Spanned<TrustFile>>,
-    pub max_incoming_priority: Option<Spanned<i64>>,
-}
-
-/// `trust = "any" | "none" | ["10.0.0.0/8", ...]`
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum TrustFile {
-    Word(String),
-    Cidrs(Vec<String>),
-}
-
-fn default_listen() -> Vec<Spanned<String>> {
-    vec![Spanned::new(0..0, "0.0.0.0:8080".to_string())]
-}
-fn default_threads() -> Spanned<i64> {
-    Spanned::new(0..0, 2)
-}
-fn default_true() -> bool {
-    true
-}
-fn default_grace() -> Spanned<i64> {
-    Spanned::new(0..0, 0)
-}
-fn default_drain() -> Spanned<i64> {
-    Spanned::new(0..0, 10)
-}
-fn default_keepalive_pool() -> Spanned<i64> {
-    Spanned::new(0..0, 128)
-}
-/// 4 KiB: tokio zero-fills this buffer, so each client connection holds all of it in memory;
-/// Pingora reads request heads into its own buffer (4 KiB at first) and bypasses a read buffer
-/// no larger than that, so a bigger one costs memory without saving work.
-fn default_read_buffer() -> Spanned<i64> {
-    Spanned::new(0..0, 4 * 1024)
-}
-fn default_admin_listen() -> Spanned<String> {
-    Spanned::new(0..0, "127.0.0.1:9901".to_string())
-}
-fn default_service() -> String {
-    "stitch".to_string()
-}
-fn default_connect_ms() -> Spanned<i64> {
-    Spanned::new(0..0, 1_000)
-}
-fn default_rw_ms() -> Spanned<i64> {
-    Spanned::new(0..0, 30_000)
-}
-fn default_hc_interval() -> Spanned<i64> {
-    Spanned::new(0..0, 5_000)
-}
-fn default_path() -> Spanned<String> {
-    Spanned::new(0..0, "/".to_string())
-}
-fn default_methods() -> Vec<String> {
-    ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+/// 1-based line number of a byte offset.
+pub(crate) fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
         .iter()
-        .map(|s| s.to_string())
-        .collect()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// Best-effort dotted key path at a byte offset: the nearest `[table]` header above it plus the
+/// key on that line.
+pub(crate) fn key_path_at(text: &str, offset: usize) -> String {
+    let line_no = line_of(text, offset);
+    let lines: Vec<&str> = text.lines().collect();
+    let idx = line_no.saturating_sub(1).min(lines.len().saturating_sub(1));
+    let mut table = String::new();
+    for l in lines.iter().take(idx + 1).rev() {
+        let t = l.trim();
+        if t.starts_with('[') {
+            table = t
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            break;
+        }
+    }
+    let key = lines
+        .get(idx)
+        .map(|l| l.trim())
+        .filter(|l| !l.starts_with('[') && l.contains('='))
+        .and_then(|l| l.split('=').next())
+        .map(|k| k.trim().trim_matches('"').to_string())
+        .unwrap_or_default();
+    match (table.is_empty(), key.is_empty()) {
+        (true, true) => "(top level)".into(),
+        (true, false) => key,
+        (false, true) => table,
+        (false, false) => format!("{table}.{key}"),
+    }
 }

@@ -1,26 +1,98 @@
-//! Configuration: the TOML file (`file`), its validation into the internal [`Config`]
-//! (`validate`), and the error type that names file, line, key and reason.
+//! Configuration, as one pipeline: a source produces a [`Description`] (today the TOML file,
+//! `file`; later Kubernetes objects), `env` applies the `DD_*` / `OTEL_*` overrides to it, and
+//! `validate` turns it into the [`Config`] stitch runs on, reporting every problem with where
+//! it came from. Nothing here knows about Pingora; `crate::runtime` compiles a `Config`.
 
+pub mod description;
+pub mod env;
 pub mod file;
 mod validate;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+pub use description::Description;
 pub use validate::validate;
 
 use crate::routing::HostMatch;
 
-/// One problem found in a configuration file.
+/// Where a configured value came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A byte offset into the source text (TOML); turned into a line when reported.
+    Offset(usize),
+    /// A 1-based line of the source file.
+    Line(usize),
+    /// An environment variable that overrode the file.
+    Env(&'static str),
+    /// A default value: there is nothing to point at.
+    Default,
+}
+
+/// A value with its [`Location`]. TOML fills the location from the parser's spans.
+#[derive(Debug, Clone, PartialEq)]
+pub struct At<T> {
+    value: T,
+    at: Location,
+}
+
+impl<T> At<T> {
+    pub fn new(value: T, at: Location) -> At<T> {
+        At { value, at }
+    }
+
+    /// A default value (no location).
+    pub fn new_default(value: T) -> At<T> {
+        At::new(value, Location::Default)
+    }
+
+    pub fn get_ref(&self) -> &T {
+        &self.value
+    }
+
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.value
+    }
+
+    pub fn at(&self) -> Location {
+        self.at.clone()
+    }
+
+    pub fn into_inner(self) -> T {
+        self.value
+    }
+}
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for At<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let spanned = toml::Spanned::<T>::deserialize(d)?;
+        let offset = spanned.span().start;
+        Ok(At::new(spanned.into_inner(), Location::Offset(offset)))
+    }
+}
+
+/// One problem found in a configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
-    pub line: usize,
+    pub at: Location,
     pub key: String,
     pub message: String,
 }
 
-/// Every problem found in one file, printed one per line as `FILE:LINE: key: reason`.
+impl ConfigError {
+    /// The line of a file-located error (0 for the others).
+    pub fn line(&self) -> usize {
+        match self.at {
+            Location::Line(n) => n,
+            _ => 0,
+        }
+    }
+}
+
+/// Every problem found in one configuration, printed one per line as `FILE:LINE: key: reason`
+/// (`FILE: env VAR: key: reason` for an environment override).
 #[derive(Debug)]
 pub struct ConfigErrors {
     pub file: PathBuf,
@@ -29,18 +101,17 @@ pub struct ConfigErrors {
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let file = self.file.display();
         for (i, e) in self.errors.iter().enumerate() {
             if i > 0 {
                 writeln!(f)?;
             }
-            write!(
-                f,
-                "{}:{}: {}: {}",
-                self.file.display(),
-                e.line,
-                e.key,
-                e.message
-            )?;
+            match &e.at {
+                Location::Line(n) => write!(f, "{file}:{n}: ")?,
+                Location::Env(var) => write!(f, "{file}: env {var}: ")?,
+                Location::Offset(_) | Location::Default => write!(f, "{file}: ")?,
+            }
+            write!(f, "{}: {}", e.key, e.message)?;
         }
         Ok(())
     }
@@ -53,6 +124,7 @@ impl std::error::Error for ConfigErrors {}
 pub struct Config {
     pub server: ServerSettings,
     pub admin_listen: String,
+    /// service/env/version, after the `DD_*` overrides.
     pub service: ServiceSettings,
     pub access_log: AccessLog,
     pub upstreams: Vec<Upstream>,
@@ -61,7 +133,19 @@ pub struct Config {
     pub cors: Vec<NamedCors>,
     /// Propagation profiles; index 0 is the default profile used by routes that name none.
     pub profiles: Vec<Profile>,
+    /// Span export, after the `DD_*` / `OTEL_*` overrides.
     pub export: ExportSettings,
+}
+
+impl Config {
+    /// Files other than the config itself whose content the config uses (`ca_file`s): a
+    /// change to one of them is a change of configuration.
+    pub fn referenced_files(&self) -> Vec<PathBuf> {
+        self.upstreams
+            .iter()
+            .filter_map(|u| u.ca.as_ref().map(|c| PathBuf::from(&c.path)))
+            .collect()
+    }
 }
 
 /// A named CORS policy.
@@ -72,7 +156,7 @@ pub struct NamedCors {
 }
 
 /// A propagation profile: which formats are read and written, and the sampling rules.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Profile {
     pub name: String,
     pub extract: Vec<crate::propagation::Format>,
@@ -90,8 +174,8 @@ impl Profile {
     }
 }
 
-/// Where edge spans go (the span exporter's settings before environment overrides).
-#[derive(Debug, Clone)]
+/// Where edge spans go.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ExportSettings {
     pub datadog_agent_url: Option<String>,
     pub otlp_endpoint: Option<String>,
@@ -105,7 +189,7 @@ pub struct ExportSettings {
     pub keep_query: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerSettings {
     pub listen: Vec<String>,
     pub threads: usize,
@@ -118,7 +202,7 @@ pub struct ServerSettings {
     pub read_buffer_bytes: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceSettings {
     pub name: String,
     pub env: Option<String>,
@@ -131,16 +215,24 @@ pub enum AccessLogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AccessLog {
     pub enabled: bool,
     pub format: AccessLogFormat,
 }
 
+/// A PEM file of CA certificates, read once when the config is loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaFile {
+    pub path: String,
+    pub pem: Arc<[u8]>,
+}
+
 /// A named pool of upstream servers, chosen round robin.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
     pub name: String,
+    /// `host:port`; names are resolved when the runtime is built and every `resolve_interval`.
     pub servers: Vec<String>,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
@@ -149,8 +241,9 @@ pub struct Upstream {
     pub sni: String,
     pub verify_cert: bool,
     /// CA certificates trusted for this upstream (`ca_file`), instead of the system's.
-    pub ca: Option<std::sync::Arc<Box<[pingora::tls::x509::X509]>>>,
+    pub ca: Option<CaFile>,
     pub health_check: Option<Duration>,
+    pub resolve_interval: Duration,
 }
 
 /// Where a route sends its requests.
@@ -178,83 +271,20 @@ pub struct Route {
 /// The name of the built-in echo upstream.
 pub const ECHO_UPSTREAM: &str = "builtin:echo";
 
-/// Read, parse and validate a configuration file.
-pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
-        file: path.to_path_buf(),
-        errors: vec![ConfigError {
-            line: 0,
-            key: "(file)".into(),
-            message: format!("cannot read: {e}"),
-        }],
-    })?;
-    parse(&text).map_err(|errors| ConfigErrors {
-        file: path.to_path_buf(),
-        errors,
-    })
+/// A loaded configuration and the text it came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    /// The file's text, for the content hash.
+    pub text: String,
 }
 
-/// Parse and validate configuration text.
+/// Read, parse, apply the process environment and validate a configuration file.
+pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
+    file::load(path, &|k| std::env::var(k).ok())
+}
+
+/// Parse and validate configuration text, without environment overrides.
 pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
-    let file: file::FileConfig = match toml::from_str(text) {
-        Ok(f) => f,
-        Err(e) => return Err(vec![syntax_error(text, &e)]),
-    };
-    validate(text, &file)
-}
-
-/// Turn a serde/TOML error into a [`ConfigError`] with the line and the key path.
-fn syntax_error(text: &str, e: &toml::de::Error) -> ConfigError {
-    let offset = e.span().map(|s| s.start).unwrap_or(0);
-    let line = line_of(text, offset);
-    ConfigError {
-        line,
-        key: key_path_at(text, offset),
-        message: e.message().trim().replace('\n', " "),
-    }
-}
-
-/// 1-based line number of a byte offset.
-pub(crate) fn line_of(text: &str, offset: usize) -> usize {
-    let end = offset.min(text.len());
-    text.as_bytes()[..end]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
-}
-
-/// Best-effort dotted key path at a byte offset: the nearest `[table]` header above it plus the
-/// key on that line.
-pub(crate) fn key_path_at(text: &str, offset: usize) -> String {
-    let line_no = line_of(text, offset);
-    let lines: Vec<&str> = text.lines().collect();
-    let idx = line_no.saturating_sub(1).min(lines.len().saturating_sub(1));
-    let mut table = String::new();
-    for l in lines.iter().take(idx + 1).rev() {
-        let t = l.trim();
-        if t.starts_with('[') {
-            table = t
-                .trim_start_matches('[')
-                .split(']')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_string();
-            break;
-        }
-    }
-    let key = lines
-        .get(idx)
-        .map(|l| l.trim())
-        .filter(|l| !l.starts_with('[') && l.contains('='))
-        .and_then(|l| l.split('=').next())
-        .map(|k| k.trim().trim_matches('"').to_string())
-        .unwrap_or_default();
-    match (table.is_empty(), key.is_empty()) {
-        (true, true) => "(top level)".into(),
-        (true, false) => key,
-        (false, true) => table,
-        (false, false) => format!("{table}.{key}"),
-    }
+    file::parse(text, &|_| None)
 }

@@ -200,14 +200,6 @@ pub fn inject(ctx: &TraceContext, span_id: u64, out: &mut HeaderMap) {
     w.flush(out);
 }
 
-/// Whether the outbound `x-datadog-tags` fits the 512-byte limit. When it does not, the
-/// header is left out and the edge span should carry `_dd.propagation_error=inject_max_size`.
-pub fn tags_fit(ctx: &TraceContext) -> bool {
-    let mut w = Writer::new();
-    w.begin();
-    write_tags(ctx, &mut w)
-}
-
 fn static_priority(p: i32) -> Option<HeaderValue> {
     Some(HeaderValue::from_static(match p {
         -1 => "-1",
@@ -639,7 +631,5 @@ mod tests {
                 );
             }
         }
-        assert!(!tags_fit(&big));
-        assert!(tags_fit(&b));
     }
 }

@@ -198,6 +198,25 @@ pub fn strip(headers: &mut HeaderMap) {
     }
 }
 
+/// The lowercase tracing header names a route's browsers may send: those of the formats it
+/// extracts (every known format on a pass-through route, `extract = []`).
+pub fn tracing_headers(extract: &[Format]) -> Vec<&'static str> {
+    let formats: &[Format] = if extract.is_empty() {
+        &Format::ALL
+    } else {
+        extract
+    };
+    let mut out: Vec<&'static str> = Vec::new();
+    for f in formats {
+        for h in f.request_headers() {
+            if !out.contains(h) {
+                out.push(h);
+            }
+        }
+    }
+    out
+}
+
 /// Is this lowercase header name one [`strip`] removes? (For header maps that cannot be edited
 /// through [`strip`], such as Pingora's, which keeps a case map beside the `HeaderMap`.)
 pub fn is_propagation_name(name: &str) -> bool {

@@ -1,4 +1,5 @@
-//! Per-request state carried across the Pingora hooks.
+//! Per-request state carried across the Pingora hooks, with the runtime snapshot the request
+//! took when it started.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::time::{Instant, SystemTime};
 use http::HeaderValue;
 
 use crate::edge::TracePlan;
+use crate::runtime::{RouteRuntime, Runtime};
 
 /// Counts a request as in flight for as long as it lives (graceful shutdown waits on it).
 pub struct InflightGuard(Arc<AtomicUsize>);
@@ -26,7 +28,9 @@ impl Drop for InflightGuard {
 
 /// What one request has gathered so far.
 pub struct Ctx {
-    /// Index of the matched route.
+    /// The runtime this request uses from start to end, whatever reloads happen meanwhile.
+    pub rt: Arc<Runtime>,
+    /// Index of the matched route in `rt.routes`.
     pub route: Option<usize>,
     pub start: Instant,
     pub start_wall: SystemTime,
@@ -50,9 +54,10 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn new(inflight: &Arc<AtomicUsize>) -> Ctx {
+    pub fn new(rt: Arc<Runtime>, inflight: &Arc<AtomicUsize>) -> Ctx {
         Ctx {
             _inflight: InflightGuard::new(inflight),
+            rt,
             route: None,
             start: Instant::now(),
             start_wall: SystemTime::now(),
@@ -65,5 +70,10 @@ impl Ctx {
             preflight_answered: false,
             trace: None,
         }
+    }
+
+    /// The matched route, if any.
+    pub fn route(&self) -> Option<&RouteRuntime> {
+        self.route.and_then(|i| self.rt.routes.get(i))
     }
 }

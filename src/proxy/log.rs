@@ -7,47 +7,42 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use pingora::proxy::Session;
 
-use super::{Ctx, Stitch};
+use super::Ctx;
 use crate::config::AccessLogFormat;
 use crate::span::{EdgeSpan, SpanError, SpanLink};
 
 /// Record the span and the access log line of a finished request.
-pub(super) fn finish(
-    app: &Stitch,
-    session: &Session,
-    ctx: &mut Ctx,
-    status: u16,
-    elapsed: Duration,
-) {
-    let log_cfg = app.config.access_log;
+pub(super) fn finish(session: &Session, ctx: &mut Ctx, status: u16, elapsed: Duration) {
+    let rt = ctx.rt.clone();
     let Some(idx) = ctx.route else {
-        if log_cfg.enabled {
-            access_line(app, session, ctx, status, elapsed, None);
+        if rt.access_log.enabled {
+            access_line(session, ctx, status, elapsed, None);
         }
         return;
     };
-    if app.spans.is_enabled() {
-        if let Some(span) = edge_span(app, session, ctx, idx, status, elapsed) {
-            app.spans.submit(span);
+    let spans = &rt.export.sink;
+    if spans.is_enabled() {
+        if let Some(span) = edge_span(session, ctx, idx, status, elapsed) {
+            spans.submit(span);
         }
     }
-    if log_cfg.enabled {
-        access_line(app, session, ctx, status, elapsed, Some(idx));
+    if rt.access_log.enabled {
+        access_line(session, ctx, status, elapsed, Some(idx));
     }
 }
 
 fn edge_span(
-    app: &Stitch,
     session: &Session,
     ctx: &mut Ctx,
     idx: usize,
     status: u16,
     elapsed: Duration,
 ) -> Option<EdgeSpan> {
+    let rt = ctx.rt.clone();
     let plan = ctx.trace.as_mut()?;
-    let route = &app.routes[idx];
+    let route = &rt.routes[idx];
     let req = session.req_header();
-    let path = if app.config.export.keep_query {
+    let path = if rt.keep_query {
         req.uri
             .path_and_query()
             .map(|p| p.as_str())
@@ -134,16 +129,10 @@ fn edge_span(
     })
 }
 
-fn access_line(
-    app: &Stitch,
-    session: &Session,
-    ctx: &Ctx,
-    status: u16,
-    elapsed: Duration,
-    idx: Option<usize>,
-) {
+fn access_line(session: &Session, ctx: &Ctx, status: u16, elapsed: Duration, idx: Option<usize>) {
     let req = session.req_header();
-    let route = idx.map(|i| &*app.routes[i].name).unwrap_or("");
+    let rt = &ctx.rt;
+    let route = idx.map(|i| &*rt.routes[i].name).unwrap_or("");
     let (trace_low, trace_hex, span) = match &ctx.trace {
         Some(p) => (
             (p.context.trace_id as u64).to_string(),
@@ -152,8 +141,8 @@ fn access_line(
         ),
         None => (String::new(), String::new(), String::new()),
     };
-    let svc = &app.service;
-    let line = match app.config.access_log.format {
+    let svc = &rt.service;
+    let line = match rt.access_log.format {
         AccessLogFormat::Json => {
             let v = serde_json::json!({
                 "time": httpdate_now(),

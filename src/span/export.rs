@@ -1,8 +1,8 @@
-//! The export pipeline: config (with the `DD_*` / `OTEL_*` overrides), metrics, the
+//! The export pipeline: settings, metrics, the
 //! never-blocking [`SpanSink`] the proxy holds, and the background [`Exporter`] that batches,
 //! sends, retries and counts.
 
-use super::http::{self, Endpoint, Target, UrlError};
+use super::http::{self, Endpoint};
 use super::{datadog, otlp, EdgeSpan, ServiceInfo};
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use std::future::Future;
@@ -74,100 +74,6 @@ impl Default for ExportConfig {
             request_timeout: Duration::from_secs(2),
             shutdown_timeout: Duration::from_secs(5),
         }
-    }
-}
-
-/// A config value the exporter cannot use; `key` is the config key path.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ExportConfigError {
-    #[error("{key}: {url:?}: {reason}")]
-    Url {
-        key: &'static str,
-        url: String,
-        reason: UrlError,
-    },
-    #[error("{key}: must be greater than 0")]
-    Zero { key: &'static str },
-}
-
-impl ExportConfig {
-    /// Apply the environment: `DD_TRACE_AGENT_URL`, else `DD_AGENT_HOST` / `DD_TRACE_AGENT_PORT`
-    /// (the missing one taken from the configured URL) for Datadog;
-    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (as is), else `OTEL_EXPORTER_OTLP_ENDPOINT` +
-    /// `/v1/traces` for OTLP. They change the address of a configured exporter; they do not
-    /// turn on one the config leaves off.
-    pub fn with_env_overrides(self) -> Self {
-        self.with_overrides_from(|k| std::env::var(k).ok())
-    }
-
-    /// Same as [`ExportConfig::with_env_overrides`] with a given variable lookup.
-    pub fn with_overrides_from(mut self, get: impl Fn(&str) -> Option<String>) -> Self {
-        let var = |k: &str| {
-            get(k)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
-        if let Some(dd) = &mut self.datadog {
-            if let Some(url) = var("DD_TRACE_AGENT_URL") {
-                dd.agent_url = url;
-            } else {
-                let host = var("DD_AGENT_HOST");
-                let port = var("DD_TRACE_AGENT_PORT");
-                if host.is_some() || port.is_some() {
-                    let (cfg_host, cfg_port) = match Endpoint::parse(&dd.agent_url) {
-                        Ok(Endpoint {
-                            target: Target::Tcp { host, port },
-                            ..
-                        }) => (host, port.to_string()),
-                        _ => ("127.0.0.1".to_string(), "8126".to_string()),
-                    };
-                    let host = host.unwrap_or(cfg_host);
-                    let host = if host.contains(':') && !host.starts_with('[') {
-                        format!("[{host}]")
-                    } else {
-                        host
-                    };
-                    dd.agent_url = format!("http://{host}:{}", port.unwrap_or(cfg_port));
-                }
-            }
-        }
-        if let Some(o) = &mut self.otlp {
-            if let Some(url) = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
-                o.endpoint = url;
-            } else if let Some(base) = var("OTEL_EXPORTER_OTLP_ENDPOINT") {
-                o.endpoint = format!("{}{}", base.trim_end_matches('/'), otlp::TRACES_PATH);
-            }
-        }
-        self
-    }
-
-    /// Check every value (for `stitch check`); [`build`] skips an exporter whose URL is bad.
-    pub fn validate(&self) -> Result<(), ExportConfigError> {
-        if let Some(dd) = &self.datadog {
-            Endpoint::parse(&dd.agent_url).map_err(|reason| ExportConfigError::Url {
-                key: "export.datadog.agent_url",
-                url: dd.agent_url.clone(),
-                reason,
-            })?;
-        }
-        if let Some(o) = &self.otlp {
-            Endpoint::parse(&o.endpoint).map_err(|reason| ExportConfigError::Url {
-                key: "export.otlp.endpoint",
-                url: o.endpoint.clone(),
-                reason,
-            })?;
-        }
-        for (key, zero) in [
-            ("export.queue_capacity", self.queue_capacity == 0),
-            ("export.batch_size", self.batch_size == 0),
-            ("export.flush_interval", self.flush_interval.is_zero()),
-            ("export.request_timeout", self.request_timeout.is_zero()),
-        ] {
-            if zero {
-                return Err(ExportConfigError::Zero { key });
-            }
-        }
-        Ok(())
     }
 }
 
@@ -678,14 +584,6 @@ mod tests {
     use super::*;
     use crate::span::fixture::minimal_span;
 
-    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |k| {
-            vars.iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.to_string())
-        }
-    }
-
     fn both() -> ExportConfig {
         ExportConfig {
             datadog: Some(DatadogExport {
@@ -696,113 +594,6 @@ mod tests {
             }),
             ..ExportConfig::default()
         }
-    }
-
-    #[test]
-    fn env_overrides_table() {
-        let dd = |c: &ExportConfig| c.datadog.as_ref().unwrap().agent_url.clone();
-        let ot = |c: &ExportConfig| c.otlp.as_ref().unwrap().endpoint.clone();
-        type Vars<'a> = &'a [(&'a str, &'a str)];
-        let cases: &[(Vars, &str, &str, &str)] = &[
-            (
-                &[],
-                "http://agent.local:9126",
-                "http://collector:4318/v1/traces",
-                "nothing set",
-            ),
-            (
-                &[
-                    ("DD_TRACE_AGENT_URL", "unix:///var/run/datadog/apm.socket"),
-                    ("DD_AGENT_HOST", "x"),
-                ],
-                "unix:///var/run/datadog/apm.socket",
-                "http://collector:4318/v1/traces",
-                "URL wins over host",
-            ),
-            (
-                &[("DD_AGENT_HOST", "dd")],
-                "http://dd:9126",
-                "http://collector:4318/v1/traces",
-                "port from config",
-            ),
-            (
-                &[("DD_TRACE_AGENT_PORT", "1234")],
-                "http://agent.local:1234",
-                "http://collector:4318/v1/traces",
-                "host from config",
-            ),
-            (
-                &[("DD_AGENT_HOST", "::1"), ("DD_TRACE_AGENT_PORT", "1")],
-                "http://[::1]:1",
-                "http://collector:4318/v1/traces",
-                "v6 bracketed",
-            ),
-            (
-                &[("DD_TRACE_AGENT_URL", "  ")],
-                "http://agent.local:9126",
-                "http://collector:4318/v1/traces",
-                "blank ignored",
-            ),
-            (
-                &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://o:4318/")],
-                "http://agent.local:9126",
-                "http://o:4318/v1/traces",
-                "base + /v1/traces",
-            ),
-            (
-                &[
-                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://o:4318"),
-                    ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:1/custom"),
-                ],
-                "http://agent.local:9126",
-                "http://t:1/custom",
-                "traces endpoint as is, wins",
-            ),
-        ];
-        for (vars, want_dd, want_ot, why) in cases {
-            let got = both().with_overrides_from(env(vars));
-            assert_eq!(
-                (dd(&got).as_str(), ot(&got).as_str()),
-                (*want_dd, *want_ot),
-                "{why}"
-            );
-        }
-    }
-
-    #[test]
-    fn env_does_not_enable_exporters() {
-        let cfg = ExportConfig {
-            datadog: None,
-            otlp: None,
-            ..ExportConfig::default()
-        }
-        .with_overrides_from(env(&[
-            ("DD_TRACE_AGENT_URL", "http://a:1"),
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://b:2"),
-        ]));
-        assert_eq!((cfg.datadog, cfg.otlp), (None, None));
-    }
-
-    #[test]
-    fn validate_names_the_key() {
-        assert_eq!(both().validate(), Ok(()));
-        let mut bad = both();
-        bad.otlp = Some(OtlpExport {
-            endpoint: "https://collector/v1/traces".into(),
-        });
-        let err = bad.validate().unwrap_err();
-        assert!(
-            err.to_string().starts_with("export.otlp.endpoint:"),
-            "{err}"
-        );
-        let mut zero = both();
-        zero.batch_size = 0;
-        assert_eq!(
-            zero.validate(),
-            Err(ExportConfigError::Zero {
-                key: "export.batch_size"
-            })
-        );
     }
 
     #[test]

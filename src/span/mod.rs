@@ -47,8 +47,7 @@ pub mod http;
 pub mod otlp;
 
 pub use export::{
-    build, DatadogExport, ExportConfig, ExportConfigError, ExportMetrics, Exporter, OtlpExport,
-    SpanSink,
+    build, DatadogExport, ExportConfig, ExportMetrics, Exporter, OtlpExport, SpanSink,
 };
 
 /// The operation name of every edge span.
@@ -142,29 +141,6 @@ impl Default for ServiceInfo {
             env: None,
             version: None,
         }
-    }
-}
-
-impl ServiceInfo {
-    /// Apply `DD_SERVICE`, `DD_ENV`, `DD_VERSION` from the process environment (non-empty
-    /// values win over the config).
-    pub fn with_env_overrides(self) -> Self {
-        self.with_overrides_from(|k| std::env::var(k).ok())
-    }
-
-    /// Same as [`ServiceInfo::with_env_overrides`] with a given variable lookup (for tests).
-    pub fn with_overrides_from(mut self, get: impl Fn(&str) -> Option<String>) -> Self {
-        let non_empty = |k: &str| get(k).filter(|v| !v.trim().is_empty());
-        if let Some(s) = non_empty("DD_SERVICE") {
-            self.service = s;
-        }
-        if let Some(e) = non_empty("DD_ENV") {
-            self.env = Some(e);
-        }
-        if let Some(v) = non_empty("DD_VERSION") {
-            self.version = Some(v);
-        }
-        self
     }
 }
 
@@ -307,25 +283,6 @@ pub(crate) mod fixture {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn service_overrides_only_non_empty_values() {
-        let base = ServiceInfo {
-            service: "edge".into(),
-            env: Some("staging".into()),
-            version: None,
-        };
-        let env = |k: &str| match k {
-            "DD_SERVICE" => Some("front".to_string()),
-            "DD_ENV" => Some("  ".to_string()),
-            "DD_VERSION" => Some("1.2.3".to_string()),
-            _ => None,
-        };
-        let got = base.with_overrides_from(env);
-        assert_eq!(got.service, "front");
-        assert_eq!(got.env.as_deref(), Some("staging"), "blank DD_ENV ignored");
-        assert_eq!(got.version.as_deref(), Some("1.2.3"));
-    }
 
     #[test]
     fn tags_skip_tid_dm_and_duplicates() {

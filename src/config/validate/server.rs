@@ -1,0 +1,123 @@
+//! `[server]`, `[admin]`, `[service]` and `[access_log]`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::Problems;
+use crate::config::description::{AccessLogFile, AdminFile, ServerFile, ServiceFile};
+use crate::config::{AccessLog, AccessLogFormat, At, Location, ServerSettings, ServiceSettings};
+
+pub(super) fn server(p: &mut Problems, s: &ServerFile) -> ServerSettings {
+    let ServerFile {
+        listen,
+        threads,
+        work_stealing,
+        shutdown_grace_seconds,
+        shutdown_timeout_seconds,
+        pid_file,
+        upgrade_sock,
+        upstream_keepalive_pool,
+        read_buffer_bytes,
+    } = s;
+    if listen.is_empty() {
+        p.at(
+            Location::Default,
+            "server.listen",
+            "at least one listen address is required",
+        );
+    }
+    let mut addrs = Vec::new();
+    for (i, a) in listen.iter().enumerate() {
+        match a.get_ref().parse::<SocketAddr>() {
+            Ok(_) => addrs.push(a.get_ref().clone()),
+            Err(_) => p.at(
+                a.at(),
+                format!("server.listen[{i}]"),
+                format!(
+                    "`{}` is not an IP:port address (e.g. 0.0.0.0:8080)",
+                    a.get_ref()
+                ),
+            ),
+        }
+    }
+    let threads = p.within(threads, "server.threads", 1..=1024, 1);
+    let grace = p.within(
+        shutdown_grace_seconds,
+        "server.shutdown_grace_seconds",
+        0..=3600,
+        0,
+    );
+    let drain = p.within(
+        shutdown_timeout_seconds,
+        "server.shutdown_timeout_seconds",
+        0..=3600,
+        0,
+    );
+    let pool = p.within(
+        upstream_keepalive_pool,
+        "server.upstream_keepalive_pool",
+        0..=1_000_000,
+        0,
+    );
+    let read_buffer = p.within(
+        read_buffer_bytes,
+        "server.read_buffer_bytes",
+        1024..=1024 * 1024,
+        4096,
+    );
+    ServerSettings {
+        listen: addrs,
+        threads: threads as usize,
+        work_stealing: *work_stealing,
+        shutdown_grace: Duration::from_secs(grace as u64),
+        shutdown_timeout: Duration::from_secs(drain as u64),
+        pid_file: pid_file.clone(),
+        upgrade_sock: upgrade_sock.clone(),
+        upstream_keepalive_pool: pool as usize,
+        read_buffer_bytes: read_buffer as usize,
+    }
+}
+
+pub(super) fn admin(p: &mut Problems, a: &AdminFile) -> String {
+    let AdminFile { listen } = a;
+    if listen.get_ref().parse::<SocketAddr>().is_err() {
+        p.at(
+            listen.at(),
+            "admin.listen",
+            format!(
+                "`{}` is not an IP:port address (e.g. 127.0.0.1:9901)",
+                listen.get_ref()
+            ),
+        );
+    }
+    listen.get_ref().clone()
+}
+
+pub(super) fn service(s: &ServiceFile) -> ServiceSettings {
+    let ServiceFile { name, env, version } = s;
+    ServiceSettings {
+        name: name.clone(),
+        env: env.clone(),
+        version: version.clone(),
+    }
+}
+
+pub(super) fn access_log(p: &mut Problems, a: &AccessLogFile) -> AccessLog {
+    let AccessLogFile { enabled, format } = a;
+    let format = match format.as_ref().map(At::get_ref).map(String::as_str) {
+        None | Some("text") => AccessLogFormat::Text,
+        Some("json") => AccessLogFormat::Json,
+        Some(other) => {
+            p.at(
+                format.as_ref().map(At::at).unwrap_or(Location::Default),
+                "access_log.format",
+                format!("must be \"text\" or \"json\", got \"{other}\""),
+            );
+            AccessLogFormat::Text
+        }
+    };
+    AccessLog {
+        enabled: *enabled,
+        format,
+    }
+}

@@ -1,0 +1,262 @@
+//! The request phase: find the route, answer or forward a preflight, plan the trace context,
+//! rewrite the trace headers, and pick the upstream server.
+
+use std::net::IpAddr;
+
+use http::header::{HeaderName, HeaderValue};
+use pingora::http::RequestHeader;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{ErrorSource, ErrorType};
+
+use super::respond::{cors_headers, error_body, respond};
+use super::{echo, Ctx, Stitch};
+use crate::config::Target;
+use crate::cors::{self, PreflightDecision, PreflightMode};
+use crate::edge::{self, HeaderEdit, TracePlan};
+use crate::propagation::{Format, Outcome};
+use crate::routing::host_part;
+use crate::runtime::{FormatCounters, RouteRuntime, Runtime};
+use crate::sampling::Source;
+
+/// Pingora's request header through [`HeaderEdit`]: its API keeps the case map in step.
+impl HeaderEdit for RequestHeader {
+    fn names(&self) -> impl Iterator<Item = &HeaderName> {
+        self.headers.keys()
+    }
+    fn remove(&mut self, name: &HeaderName) {
+        self.remove_header(name);
+    }
+    fn insert(&mut self, name: &'static str, value: HeaderValue) {
+        let _ = self.insert_header(name, value);
+    }
+}
+
+/// The whole request phase. `Ok(true)`: stitch answered the request itself.
+pub(super) async fn handle(app: &Stitch, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+    let rt = ctx.rt.clone();
+    let found = {
+        let req = session.req_header();
+        rt.router.find(request_host(req), req.uri.path())
+    };
+    let Some(idx) = found else {
+        let req = session.req_header();
+        let body = error_body(
+            "no_route",
+            &format!(
+                "no route matches host \"{}\" and path \"{}\"",
+                request_host(req),
+                req.uri.path()
+            ),
+            None,
+        );
+        respond(
+            session,
+            ctx,
+            404,
+            Some("application/json"),
+            body,
+            Vec::new(),
+        )
+        .await?;
+        return Ok(true);
+    };
+    ctx.route = Some(idx);
+    let route = &rt.routes[idx];
+    let client = client_ip(session);
+
+    if let Some(policy) = &route.cors {
+        let req = session.req_header();
+        if let Some(o) = req.headers.get(http::header::ORIGIN) {
+            if policy.allows_origin(o.as_bytes()) {
+                ctx.allowed_origin = Some(o.clone());
+            }
+        }
+        if cors::is_preflight(&req.method, &req.headers) {
+            let decision = cors::answer_preflight(policy, &req.headers);
+            let label = decision.result_label();
+            if let Some(i) = PreflightDecision::RESULT_LABELS
+                .iter()
+                .position(|l| *l == label)
+            {
+                route.preflights[i].inc();
+            }
+            match decision {
+                PreflightDecision::Allow {
+                    headers,
+                    refused_headers,
+                } => {
+                    for h in &refused_headers {
+                        app.count_refused_header(h);
+                    }
+                    if !route.profile.is_passthrough() {
+                        ctx.trace = Some(plan(
+                            app,
+                            &rt,
+                            route,
+                            session.req_header(),
+                            client,
+                            ctx,
+                            false,
+                        ));
+                    }
+                    ctx.preflight_answered = true;
+                    respond(session, ctx, 204, None, Vec::new(), headers).await?;
+                    return Ok(true);
+                }
+                PreflightDecision::RefuseOrigin => {
+                    let body = error_body(
+                        "cors_origin_refused",
+                        "this origin is not allowed by the route's CORS policy",
+                        Some(&route.name),
+                    );
+                    respond(
+                        session,
+                        ctx,
+                        403,
+                        Some("application/json"),
+                        body,
+                        Vec::new(),
+                    )
+                    .await?;
+                    return Ok(true);
+                }
+                PreflightDecision::Forward => {
+                    ctx.augment_preflight = policy.mode() == PreflightMode::Augment;
+                }
+            }
+        }
+    }
+
+    if !route.profile.is_passthrough() {
+        let count_sampling = !ctx.augment_preflight;
+        ctx.trace = Some(plan(
+            app,
+            &rt,
+            route,
+            session.req_header(),
+            client,
+            ctx,
+            count_sampling,
+        ));
+    }
+
+    if route.target == Target::Echo {
+        let mut req = session.req_header().clone();
+        if let Some(plan) = &ctx.trace {
+            rewrite(&rt, route, &mut req, plan);
+        }
+        let body = echo::body(&req);
+        let extra = cors_headers(route.cors.as_ref(), ctx.allowed_origin.as_ref());
+        respond(session, ctx, 200, Some("application/json"), body, extra).await?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// Extract, decide and count: the trace plan for a request on `route`.
+fn plan(
+    app: &Stitch,
+    rt: &Runtime,
+    route: &RouteRuntime,
+    req: &RequestHeader,
+    client: Option<IpAddr>,
+    ctx: &Ctx,
+    count_sampling: bool,
+) -> TracePlan {
+    let plan = edge::plan(
+        &route.profile,
+        &req.headers,
+        client,
+        ctx.allowed_origin.is_some(),
+    );
+    for (f, outcome) in &plan.extraction.outcomes {
+        match outcome {
+            Outcome::Absent => {}
+            Outcome::Valid { .. } => rt.formats.extracted[FormatCounters::index(*f)].inc(),
+            Outcome::Invalid(reason) => app
+                .metrics
+                .propagation_invalid
+                .with_label_values(&[f.name(), reason])
+                .inc(),
+        }
+    }
+    for kind in &plan.extraction.conflicts {
+        app.metrics
+            .propagation_conflicts
+            .with_label_values(&[kind])
+            .inc();
+    }
+    if count_sampling {
+        let d = &plan.decision;
+        let s = match d.source {
+            Source::Incoming => 0,
+            Source::Edge => 1,
+            Source::Missing => 2,
+        };
+        route.decisions[s][usize::from(!d.keep())].inc();
+        if let Some(reason) = d.overridden {
+            app.metrics
+                .sampling_overridden
+                .with_label_values(&[&route.name, reason])
+                .inc();
+        }
+    }
+    plan
+}
+
+/// Rewrite the trace headers of a request going upstream (also what the echo shows) and count
+/// the formats written.
+pub(super) fn rewrite(
+    rt: &Runtime,
+    route: &RouteRuntime,
+    req: &mut RequestHeader,
+    plan: &TracePlan,
+) {
+    edge::rewrite(plan, &route.profile.inject, req);
+    for f in &route.profile.inject {
+        if *f != Format::Baggage || plan.context.baggage.is_some() {
+            rt.formats.injected[FormatCounters::index(*f)].inc();
+        }
+    }
+}
+
+/// The next healthy server of the route's pool, as a peer Pingora can connect to.
+pub(super) fn upstream_peer(ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    let rt = ctx.rt.clone();
+    let route = ctx
+        .route()
+        .ok_or_else(|| pingora::Error::explain(ErrorType::InternalError, "no route"))?;
+    let pool = rt.pool(route).ok_or_else(|| {
+        pingora::Error::explain(ErrorType::InternalError, "route has no upstream pool")
+    })?;
+    let server = pool.select().ok_or_else(|| {
+        let mut e = pingora::Error::explain(
+            ErrorType::Custom("no_healthy_upstream"),
+            format!("no healthy server in upstream \"{}\"", pool.cfg.name),
+        );
+        e.esource = ErrorSource::Upstream;
+        e
+    })?;
+    ctx.upstream = Some(server.label.clone());
+    Ok(Box::new((*server.peer).clone()))
+}
+
+/// The host a request is for: the `Host` header, or the URI authority (HTTP/2).
+fn request_host(req: &RequestHeader) -> &str {
+    let raw = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    host_part(raw)
+}
+
+fn client_ip(session: &Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}

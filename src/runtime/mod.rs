@@ -1,0 +1,197 @@
+//! The compiled runtime: everything a request reads, built once from a [`Config`] and swapped
+//! whole on reload. A request takes the current snapshot once (into its `Ctx`) and uses only
+//! that for its whole life, so a reload mid-request never mixes two configurations.
+//!
+//! `compile` turns a `Config` into a [`Runtime`]; [`Live`] holds the current one in an
+//! `ArcSwap`; `reload` re-reads the source on SIGHUP or a file change and swaps.
+
+mod export;
+pub mod pool;
+pub mod reload;
+mod route;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use prometheus::IntCounter;
+
+pub use export::ExportHandle;
+pub use pool::Pool;
+pub use route::RouteRuntime;
+
+use crate::config::{AccessLog, Config, ServiceSettings, Target};
+use crate::metrics::Metrics;
+use crate::propagation::Format;
+use crate::routing::Router;
+
+/// One compiled configuration.
+pub struct Runtime {
+    /// 1 for the runtime stitch started with, one more per successful reload.
+    pub generation: u64,
+    /// Content hash of the configuration (text and referenced files), as hex.
+    pub hash: String,
+    pub config: Arc<Config>,
+    pub router: Router,
+    /// Routes in declaration order (the router answers with these indexes).
+    pub routes: Vec<RouteRuntime>,
+    /// Pools in `config.upstreams` order.
+    pub pools: Vec<Arc<Pool>>,
+    pub access_log: AccessLog,
+    /// Keep the query string in the span's URL.
+    pub keep_query: bool,
+    pub service: ServiceSettings,
+    pub export: Arc<ExportHandle>,
+    pub formats: FormatCounters,
+}
+
+/// `stitch_propagation_{extracted,injected}_total` handles by format.
+#[derive(Clone)]
+pub struct FormatCounters {
+    pub extracted: [IntCounter; 5],
+    pub injected: [IntCounter; 5],
+}
+
+impl FormatCounters {
+    fn new(m: &Metrics) -> FormatCounters {
+        FormatCounters {
+            extracted: Format::ALL.map(|f| m.propagation_extracted.with_label_values(&[f.name()])),
+            injected: Format::ALL.map(|f| m.propagation_injected.with_label_values(&[f.name()])),
+        }
+    }
+
+    /// The index of a format in the counter arrays.
+    pub fn index(f: Format) -> usize {
+        Format::ALL.iter().position(|x| *x == f).unwrap_or(0)
+    }
+}
+
+/// A task a runtime needs running (pool upkeep, span export), started by whoever installs it.
+pub type Task = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>;
+
+/// Compile `config` into a runtime. Pools and the exporter whose settings did not change are
+/// taken over from `previous` (their connections, health and queues continue); new ones come
+/// with the tasks that keep them running.
+pub fn compile(
+    config: Config,
+    hash: String,
+    generation: u64,
+    metrics: &Arc<Metrics>,
+    previous: Option<&Runtime>,
+) -> Result<(Runtime, Vec<Task>), String> {
+    let mut tasks: Vec<Task> = Vec::new();
+    let mut pools = Vec::new();
+    for up in &config.upstreams {
+        let kept = previous.and_then(|p| p.pools.iter().find(|pool| pool.cfg == *up).cloned());
+        let pool = match kept {
+            Some(pool) => pool,
+            None => {
+                let pool = Arc::new(Pool::new(up.clone())?);
+                tasks.push(Box::pin(Pool::maintain(&pool)));
+                pool
+            }
+        };
+        pools.push(pool);
+    }
+    let export = match previous {
+        Some(p)
+            if p.export
+                .same_settings(&config.export, &config.service, &config.server) =>
+        {
+            p.export.clone()
+        }
+        _ => {
+            let (handle, task) = ExportHandle::new(&config, metrics)?;
+            if let Some(task) = task {
+                tasks.push(task);
+            }
+            Arc::new(handle)
+        }
+    };
+    let routes = config
+        .routes
+        .iter()
+        .map(|r| RouteRuntime::new(&config, r, metrics))
+        .collect();
+    let router = Router::new(
+        config
+            .routes
+            .iter()
+            .map(|r| (r.host.as_ref(), r.path.as_str())),
+    );
+    Ok((
+        Runtime {
+            generation,
+            hash,
+            router,
+            routes,
+            pools,
+            access_log: config.access_log,
+            keep_query: config.export.keep_query,
+            service: config.service.clone(),
+            export,
+            formats: FormatCounters::new(metrics),
+            config: Arc::new(config),
+        },
+        tasks,
+    ))
+}
+
+impl Runtime {
+    /// The pool a route sends to, if it has one.
+    pub fn pool(&self, route: &RouteRuntime) -> Option<&Arc<Pool>> {
+        match route.target {
+            Target::Pool(i) => self.pools.get(i),
+            Target::Echo => None,
+        }
+    }
+}
+
+/// The runtime currently serving, swapped whole on reload.
+pub struct Live {
+    current: ArcSwap<Runtime>,
+}
+
+impl Live {
+    pub fn new(rt: Runtime) -> Live {
+        Live {
+            current: ArcSwap::from_pointee(rt),
+        }
+    }
+
+    /// The current runtime; the caller keeps it for the whole request.
+    pub fn snapshot(&self) -> Arc<Runtime> {
+        self.current.load_full()
+    }
+
+    /// Install `rt`; requests already running keep the runtime they took.
+    pub fn swap(&self, rt: Runtime) -> Arc<Runtime> {
+        self.current.swap(Arc::new(rt))
+    }
+}
+
+/// FNV-1a over `parts`, as 16 hex digits: the configuration's content hash (stable across
+/// processes and builds, so replicas on one config show one `stitch_config_info{hash}`).
+pub fn content_hash<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        // A separator, so that moving bytes between parts changes the hash.
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// The content hash of a loaded configuration: its text and every file it references.
+pub fn config_hash(text: &str, config: &Config) -> String {
+    let mut parts: Vec<&[u8]> = vec![text.as_bytes()];
+    for u in &config.upstreams {
+        if let Some(ca) = &u.ca {
+            parts.push(&ca.pem);
+        }
+    }
+    content_hash(parts)
+}

@@ -1,0 +1,229 @@
+//! Upstream pools: the servers of one `[upstream.NAME]`, resolved by stitch's own discovery
+//! (names looked up again every `resolve_interval`, like Envoy's strict DNS), health-checked by
+//! a task stitch runs per pool for as long as a runtime uses the pool, and each server's
+//! [`HttpPeer`] built once.
+
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::FutureExt;
+use pingora::lb::discovery::ServiceDiscovery;
+use pingora::lb::health_check::TcpHealthCheck;
+use pingora::lb::selection::RoundRobin;
+use pingora::lb::{Backend, Backends, LoadBalancer};
+use pingora::tls::x509::X509;
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::config::Upstream;
+
+/// One server of a pool, ready to hand to Pingora.
+#[derive(Clone)]
+pub struct Server {
+    pub peer: Arc<HttpPeer>,
+    /// The address as text, for spans and logs.
+    pub label: Arc<str>,
+}
+
+/// A pool of upstream servers and how to reach them.
+pub struct Pool {
+    pub cfg: Upstream,
+    lb: LoadBalancer<RoundRobin>,
+}
+
+impl Pool {
+    /// Build the pool: resolve its servers now (an unresolvable name refuses the runtime) and
+    /// prebuild each server's peer. `ca` is the parsed `ca_file`.
+    pub fn new(cfg: Upstream) -> Result<Pool, String> {
+        let ca = match &cfg.ca {
+            Some(c) => Some(Arc::new(
+                crate::tls::parse_certificates(&c.pem)
+                    .map_err(|e| format!("upstream {}: ca_file {:?} {e}", cfg.name, c.path))?
+                    .into_boxed_slice(),
+            )),
+            None => None,
+        };
+        let template = Template {
+            cfg: cfg.clone(),
+            ca,
+            group_key: settings_key(&cfg),
+        };
+        let mut known = HashMap::new();
+        for s in &cfg.servers {
+            let addrs = resolve_blocking(s)
+                .map_err(|e| format!("upstream {}: cannot resolve {s}: {e}", cfg.name))?;
+            known.insert(s.clone(), addrs);
+        }
+        let discovery = Discovery {
+            template,
+            last: Mutex::new(known),
+            looked_up: AtomicBool::new(false),
+        };
+        let mut lb = LoadBalancer::from_backends(Backends::new(Box::new(discovery)));
+        if cfg.health_check.is_some() {
+            let mut hc = TcpHealthCheck::new();
+            hc.peer_template.options.connection_timeout = Some(cfg.connect_timeout);
+            lb.set_health_check(hc);
+        }
+        // The first discovery answers from what was just resolved, without waiting.
+        lb.update()
+            .now_or_never()
+            .ok_or_else(|| format!("upstream {}: discovery did not answer at once", cfg.name))?
+            .map_err(|e| format!("upstream {}: {e}", cfg.name))?;
+        Ok(Pool { cfg, lb })
+    }
+
+    /// The next healthy server, round robin.
+    pub fn select(&self) -> Option<Server> {
+        let backend = self.lb.select(b"", 256)?;
+        backend.ext.get::<Server>().cloned()
+    }
+
+    /// The addresses the pool currently balances over.
+    pub fn addresses(&self) -> Vec<String> {
+        self.lb
+            .backends()
+            .get_backend()
+            .iter()
+            .map(|b| b.addr.to_string())
+            .collect()
+    }
+
+    /// Keep the pool current while any runtime uses it: health checks every
+    /// `health_check` interval, names resolved again every `resolve_interval`. Ends once the
+    /// pool is dropped.
+    pub fn maintain(pool: &Arc<Pool>) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let weak: Weak<Pool> = Arc::downgrade(pool);
+        let health = pool.cfg.health_check;
+        let resolve = pool.cfg.resolve_interval;
+        let needs_resolve = pool
+            .cfg
+            .servers
+            .iter()
+            .any(|s| s.parse::<SocketAddr>().is_err());
+        async move {
+            let mut health_tick = health.map(tokio::time::interval);
+            let mut resolve_tick =
+                tokio::time::interval_at(tokio::time::Instant::now() + resolve, resolve);
+            // A pool no longer used is noticed within this long even when it has no timers due.
+            let mut alive_tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = async { health_tick.as_mut().unwrap().tick().await }, if health_tick.is_some() => {
+                        let Some(pool) = weak.upgrade() else { return };
+                        pool.lb.backends().run_health_check(true).await;
+                    }
+                    _ = resolve_tick.tick(), if needs_resolve => {
+                        let Some(pool) = weak.upgrade() else { return };
+                        if let Err(e) = pool.lb.update().await {
+                            log::warn!("upstream {}: re-resolving servers failed: {e}", pool.cfg.name);
+                        }
+                    }
+                    _ = alive_tick.tick() => {
+                        if weak.strong_count() == 0 { return; }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What every server's peer is built from.
+struct Template {
+    cfg: Upstream,
+    ca: Option<Arc<Box<[X509]>>>,
+    group_key: u64,
+}
+
+impl Template {
+    fn server(&self, addr: SocketAddr) -> Server {
+        let c = &self.cfg;
+        let mut peer = HttpPeer::new(addr, c.tls, c.sni.clone());
+        peer.options.connection_timeout = Some(c.connect_timeout);
+        peer.options.read_timeout = Some(c.read_timeout);
+        peer.options.write_timeout = Some(c.write_timeout);
+        peer.options.verify_cert = c.verify_cert;
+        peer.options.verify_hostname = c.verify_cert;
+        peer.options.ca = self.ca.clone();
+        // Pingora's connection pool key leaves out the CA: connections made under other TLS
+        // settings must not be reused after a reload.
+        peer.group_key = self.group_key;
+        Server {
+            peer: Arc::new(peer),
+            label: Arc::from(addr.to_string()),
+        }
+    }
+}
+
+/// A hash of the settings a kept upstream connection was made under.
+fn settings_key(c: &Upstream) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    c.tls.hash(&mut h);
+    c.sni.hash(&mut h);
+    c.verify_cert.hash(&mut h);
+    c.ca.as_ref().map(|ca| &ca.pem[..]).hash(&mut h);
+    h.finish()
+}
+
+/// stitch's service discovery: each configured `host:port` resolved, the last good answer kept
+/// when a lookup fails.
+struct Discovery {
+    template: Template,
+    last: Mutex<HashMap<String, Vec<SocketAddr>>>,
+    /// False until the first discovery, which uses the addresses resolved at build time.
+    looked_up: AtomicBool,
+}
+
+#[async_trait]
+impl ServiceDiscovery for Discovery {
+    async fn discover(&self) -> pingora::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
+        let mut fresh = Vec::new();
+        let look_up = self.looked_up.swap(true, Ordering::Relaxed);
+        for s in &self.template.cfg.servers {
+            if !look_up || s.parse::<SocketAddr>().is_ok() {
+                continue;
+            }
+            match tokio::net::lookup_host(s.as_str()).await {
+                Ok(addrs) => {
+                    let addrs: Vec<SocketAddr> = addrs.collect();
+                    if !addrs.is_empty() {
+                        fresh.push((s.clone(), addrs));
+                    }
+                }
+                Err(e) => log::warn!(
+                    "upstream {}: cannot resolve {s} ({e}); keeping its last addresses",
+                    self.template.cfg.name
+                ),
+            }
+        }
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        for (s, addrs) in fresh {
+            last.insert(s, addrs);
+        }
+        let mut set = BTreeSet::new();
+        for addrs in last.values() {
+            for a in addrs {
+                let mut b = Backend {
+                    addr: pingora::protocols::l4::socket::SocketAddr::Inet(*a),
+                    weight: 1,
+                    ext: Default::default(),
+                };
+                b.ext.insert(self.template.server(*a));
+                set.insert(b);
+            }
+        }
+        Ok((set, HashMap::new()))
+    }
+}
+
+fn resolve_blocking(s: &str) -> std::io::Result<Vec<SocketAddr>> {
+    let addrs: Vec<SocketAddr> = s.to_socket_addrs()?.collect();
+    if addrs.is_empty() {
+        return Err(std::io::Error::other("no address"));
+    }
+    Ok(addrs)
+}

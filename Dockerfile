@@ -13,10 +13,12 @@ RUN cargo build --release --locked --bin stitch
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends libssl3 ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --no-create-home stitch
+    && groupadd --system --gid 10001 stitch \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home stitch
 COPY --from=build /src/target/release/stitch /usr/local/bin/stitch
 COPY conf/stitch.toml /etc/stitch/stitch.toml
-USER 10001
+# Numeric, so that Kubernetes' runAsNonRoot can verify it; deploy/ runs as 10001:10001 too.
+USER 10001:10001
 EXPOSE 8080 9901
 ENTRYPOINT ["/usr/local/bin/stitch"]
 CMD ["--config", "/etc/stitch/stitch.toml"]

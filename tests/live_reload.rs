@@ -39,16 +39,16 @@ const ORIGIN_B: &str = "https://b.example";
 /// B: `server_b`), allows `ORIGIN_A` or `ORIGIN_B`, and injects Datadog (A) or tracecontext (B)
 /// headers; each has one echo route of its own (`/only-a`, `/only-b`).
 fn config(head: &str, which: Which, server_a: SocketAddr, server_b: SocketAddr) -> String {
-    let (server, origin, inject, own) = match which {
-        Which::A => (server_a, ORIGIN_A, "datadog", "/only-a"),
-        Which::B => (server_b, ORIGIN_B, "tracecontext", "/only-b"),
+    let (server, origin, inject, own, name) = match which {
+        Which::A => (server_a, ORIGIN_A, "datadog", "/only-a", "own-a"),
+        Which::B => (server_b, ORIGIN_B, "tracecontext", "/only-b", "own-b"),
     };
     format!(
         "{head}[upstream.backend]\nservers = [\"{server}\"]\n\n\
          [cors.web]\nallowed_origins = [\"{origin}\"]\n\n\
          [propagation.p]\nextract = [\"datadog\", \"tracecontext\"]\ninject = [\"{inject}\"]\n\n\
          [[route]]\nname = \"api\"\npath = \"/api\"\nupstream = \"backend\"\ncors = \"web\"\npropagation = \"p\"\n\n\
-         [[route]]\nname = \"own\"\npath = \"{own}\"\nupstream = \"builtin:echo\"\n"
+         [[route]]\nname = \"{name}\"\npath = \"{own}\"\nupstream = \"builtin:echo\"\n"
     )
 }
 

@@ -277,3 +277,17 @@ impl Default for Metrics {
         Metrics::new()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_removed_route_leaves_no_series() {
+        let m = Metrics::new();
+        let _handles = m.route("gone");
+        m.remove_route("gone");
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(!text.contains("route=\"gone\""), "{text}");
+    }
+}

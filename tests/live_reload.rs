@@ -369,6 +369,11 @@ fn configmap_swap_editor_rename_in_place_write_and_sighup_each_apply() {
     cm.update(&text(Which::B));
     wait_status(&s, "/only-b", 200, "the ConfigMap swap to apply");
     assert_eq!(get(&s.url("/only-a"), &[]).unwrap().status, 404);
+    let m = s.metrics();
+    assert!(
+        m.contains("route=\"own-b\"") && !m.contains("route=\"own-a\""),
+        "the removed route's label sets are gone:\n{m}"
+    );
     assert_ne!(
         hash(&s),
         first_hash,

@@ -58,7 +58,7 @@ pub const UPSTREAM_ERROR_KINDS: [&str; 12] = [
 ];
 
 /// Reasons `stitch_sampling_overridden_total` counts.
-pub const OVERRIDE_REASONS: [&str; 3] = ["priority_capped", "untrusted_client", "untrusted_all"];
+pub const OVERRIDE_REASONS: [&str; 3] = ["priority_capped", "untrusted_client", "restart"];
 
 /// Handles for one route, resolved once.
 pub struct RouteMetrics {

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use super::Problems;
 use crate::config::description::{PropagationFile, TrustFile};
 use crate::config::{At, Profile};
-use crate::propagation::{Format, DEFAULT_EXTRACT, DEFAULT_INJECT};
+use crate::propagation::{
+    ExtractBehavior, Format, TracestateInvalid, DEFAULT_EXTRACT, DEFAULT_INJECT,
+};
 use crate::sampling::{InjectionMode, MissingDecision, SamplingPolicy, Trust};
 
 /// Every profile; the default profile comes first (built in unless `[propagation.default]`
@@ -19,6 +21,9 @@ pub(super) fn profiles(
         extract: DEFAULT_EXTRACT.to_vec(),
         inject: DEFAULT_INJECT.to_vec(),
         sampling: SamplingPolicy::default(),
+        tracestate_invalid: TracestateInvalid::default(),
+        extract_first: false,
+        extract_behavior: ExtractBehavior::default(),
     }];
     for (name, f) in all {
         let profile = profile(p, name, f);
@@ -74,8 +79,14 @@ fn profile(p: &mut Problems, name: &str, f: &At<PropagationFile>) -> Profile {
         sampling.max_incoming_priority =
             (*v.get_ref()).clamp(i32::MIN as i64, i32::MAX as i64) as i32;
     }
+    let mut extract_behavior = ExtractBehavior::default();
     if let Some(v) = trust {
-        sampling.trust = self::trust(p, v, &key);
+        if matches!(v.get_ref(), TrustFile::Word(w) if w == "none") {
+            // The older spelling of extract_behavior = "restart".
+            extract_behavior = ExtractBehavior::Restart;
+        } else {
+            sampling.trust = self::trust(p, v, &key);
+        }
     }
     if let Err(problems) = sampling.validate() {
         for m in problems {
@@ -87,6 +98,9 @@ fn profile(p: &mut Problems, name: &str, f: &At<PropagationFile>) -> Profile {
         extract,
         inject,
         sampling,
+        tracestate_invalid: TracestateInvalid::default(),
+        extract_first: false,
+        extract_behavior,
     }
 }
 
@@ -122,11 +136,10 @@ fn formats(
     out
 }
 
-/// `trust = "any" | "none" | [CIDR, ...]`.
+/// `trust = "any" | [CIDR, ...]` (`"none"` is read by the caller as `extract_behavior`).
 fn trust(p: &mut Problems, v: &At<TrustFile>, key: &str) -> Trust {
     match v.get_ref() {
         TrustFile::Word(w) if w == "any" => Trust::Any,
-        TrustFile::Word(w) if w == "none" => Trust::None,
         TrustFile::Word(w) => {
             p.at(
                 v.at(),

@@ -70,24 +70,28 @@ pub fn plan(
     let mut context = match (incoming_ctx, continued) {
         (Some(ctx), true) => ctx,
         (Some(ctx), false) => {
-            // Restart: a new trace that links to what the client sent; baggage is kept.
+            // Restart: a new trace that links to what the client sent; baggage is kept. A
+            // context without a parent (Datadog headers without a parent id) has no span to
+            // link to, so no link (as in the merge, and as dd-trace does).
             let mut fresh = TraceContext::new_trace();
             fresh.baggage = extraction.baggage.clone();
-            let mut attributes = vec![("reason", RESTART_REASON.to_string())];
-            let mut tracestate = None;
-            if let Some(w) = extraction.winner {
-                attributes.push(("context_headers", w.name().to_string()));
-                if w == Format::TraceContext {
-                    tracestate = propagation::raw_tracestate(headers, &opts);
+            if ctx.parent_id != 0 {
+                let mut attributes = vec![("reason", RESTART_REASON.to_string())];
+                let mut tracestate = None;
+                if let Some(w) = extraction.winner {
+                    attributes.push(("context_headers", w.name().to_string()));
+                    if w == Format::TraceContext {
+                        tracestate = propagation::raw_tracestate(headers, &opts);
+                    }
                 }
+                fresh.links.push(SpanLink {
+                    trace_id: ctx.trace_id,
+                    span_id: ctx.parent_id,
+                    sampled: Some(ctx.sampling_priority.is_some_and(|p| p > 0)),
+                    tracestate,
+                    attributes,
+                });
             }
-            fresh.links.push(SpanLink {
-                trace_id: ctx.trace_id,
-                span_id: ctx.parent_id,
-                sampled: Some(ctx.sampling_priority.is_some_and(|p| p > 0)),
-                tracestate,
-                attributes,
-            });
             fresh
         }
         (None, _) => {

@@ -144,3 +144,17 @@ fn a_bad_environment_override_is_reported_by_variable_name() {
     let (ok, out) = check("DD_AGENT_HOST", "agent.internal");
     assert!(ok, "a good override passes: {out}");
 }
+
+#[test]
+fn propagation_extraction_keys() {
+    assert_reports(
+        &format!(
+            "[propagation.p]\nextract_behavior = \"drop\"\ntracestate_invalid = \"strict\"\n\n[propagation.q]\ntrust = \"none\"\nextract_behavior = \"continue\"\n\n{ROUTE}"
+        ),
+        &[
+            "FILE:2: propagation.p.extract_behavior: must be \"continue\", \"restart\" or \"ignore\", got \"drop\"",
+            "FILE:3: propagation.p.tracestate_invalid: must be \"drop_member\" or \"discard_header\", got \"strict\"",
+            "FILE:6: propagation.q.trust: \"none\" means extract_behavior = \"restart\", which contradicts extract_behavior = \"continue\"",
+        ],
+    );
+}

@@ -310,4 +310,11 @@ fn extraction_settings_from_the_config_file() {
         "from the flag"
     );
     assert!(!strict.header("tracestate").unwrap().contains("congo"));
+    let m = s.metrics();
+    let discarded = "stitch_propagation_invalid_total{format=\"tracecontext\",reason=\"tracestate_invalid_member\"}";
+    // Counted once per request on the strict route: the mixed request above and this one.
+    assert!(
+        m.lines().any(|l| l == format!("{discarded} 2")),
+        "{discarded} 2 in {m}"
+    );
 }

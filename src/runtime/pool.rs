@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use futures::FutureExt;
 use pingora::lb::discovery::ServiceDiscovery;
@@ -24,7 +25,7 @@ use crate::config::Upstream;
 /// One server of a pool, ready to hand to Pingora.
 #[derive(Clone)]
 pub struct Server {
-    pub peer: Arc<HttpPeer>,
+    pub peer: HttpPeer,
     /// The address as text, for spans and logs.
     pub label: Arc<str>,
 }
@@ -33,6 +34,11 @@ pub struct Server {
 pub struct Pool {
     pub cfg: Upstream,
     lb: LoadBalancer<RoundRobin>,
+    /// Each current server's prebuilt peer, sorted by address; discovery replaces it. (Kept
+    /// beside the balancer rather than in `Backend::ext`: the balancer clones the chosen
+    /// backend, and a non-empty extension map would be cloned and allocated per request.)
+    servers: Arc<ArcSwap<Vec<(SocketAddr, Server)>>>,
+    template: Arc<Template>,
 }
 
 impl Pool {
@@ -47,21 +53,23 @@ impl Pool {
             )),
             None => None,
         };
-        let template = Template {
+        let template = Arc::new(Template {
             cfg: cfg.clone(),
             ca,
             group_key: settings_key(&cfg),
-        };
+        });
         let mut known = HashMap::new();
         for s in &cfg.servers {
             let addrs = resolve_blocking(s)
                 .map_err(|e| format!("upstream {}: cannot resolve {s}: {e}", cfg.name))?;
             known.insert(s.clone(), addrs);
         }
+        let servers = Arc::new(ArcSwap::from_pointee(Vec::new()));
         let discovery = Discovery {
-            template,
+            template: template.clone(),
             last: Mutex::new(known),
             looked_up: AtomicBool::new(false),
+            servers: servers.clone(),
         };
         let mut lb = LoadBalancer::from_backends(Backends::new(Box::new(discovery)));
         if cfg.health_check.is_some() {
@@ -74,13 +82,26 @@ impl Pool {
             .now_or_never()
             .ok_or_else(|| format!("upstream {}: discovery did not answer at once", cfg.name))?
             .map_err(|e| format!("upstream {}: {e}", cfg.name))?;
-        Ok(Pool { cfg, lb })
+        Ok(Pool {
+            cfg,
+            lb,
+            servers,
+            template,
+        })
     }
 
-    /// The next healthy server, round robin.
-    pub fn select(&self) -> Option<Server> {
+    /// The next healthy server, round robin: its peer, ready for Pingora, and its label.
+    pub fn select(&self) -> Option<(Box<HttpPeer>, Arc<str>)> {
         let backend = self.lb.select(b"", 256)?;
-        backend.ext.get::<Server>().cloned()
+        let addr = backend.addr.as_inet()?;
+        let servers = self.servers.load();
+        let server = match servers.binary_search_by(|(a, _)| a.cmp(addr)) {
+            Ok(i) => &servers[i].1,
+            // Discovery publishes the table just before the balancer takes the new set, so a
+            // server it just removed can still be chosen once: build its peer.
+            Err(_) => return Some(self.template.server(*addr).into_parts()),
+        };
+        Some((Box::new(server.peer.clone()), server.label.clone()))
     }
 
     /// The addresses the pool currently balances over.
@@ -132,6 +153,12 @@ impl Pool {
     }
 }
 
+impl Server {
+    fn into_parts(self) -> (Box<HttpPeer>, Arc<str>) {
+        (Box::new(self.peer), self.label)
+    }
+}
+
 /// What every server's peer is built from.
 struct Template {
     cfg: Upstream,
@@ -153,7 +180,7 @@ impl Template {
         // settings must not be reused after a reload.
         peer.group_key = self.group_key;
         Server {
-            peer: Arc::new(peer),
+            peer,
             label: Arc::from(addr.to_string()),
         }
     }
@@ -172,10 +199,12 @@ fn settings_key(c: &Upstream) -> u64 {
 /// stitch's service discovery: each configured `host:port` resolved, the last good answer kept
 /// when a lookup fails.
 struct Discovery {
-    template: Template,
+    template: Arc<Template>,
     last: Mutex<HashMap<String, Vec<SocketAddr>>>,
     /// False until the first discovery, which uses the addresses resolved at build time.
     looked_up: AtomicBool,
+    /// Where the prebuilt peers of the discovered servers are published for `Pool::select`.
+    servers: Arc<ArcSwap<Vec<(SocketAddr, Server)>>>,
 }
 
 #[async_trait]
@@ -204,18 +233,26 @@ impl ServiceDiscovery for Discovery {
         for (s, addrs) in fresh {
             last.insert(s, addrs);
         }
-        let mut set = BTreeSet::new();
-        for addrs in last.values() {
-            for a in addrs {
-                let mut b = Backend {
-                    addr: pingora::protocols::l4::socket::SocketAddr::Inet(*a),
-                    weight: 1,
-                    ext: Default::default(),
-                };
-                b.ext.insert(self.template.server(*a));
-                set.insert(b);
-            }
-        }
+        let mut addrs: Vec<SocketAddr> = last.values().flatten().copied().collect();
+        addrs.sort();
+        addrs.dedup();
+        let current = self.servers.load();
+        let servers: Vec<(SocketAddr, Server)> = addrs
+            .iter()
+            .map(|a| match current.binary_search_by(|(c, _)| c.cmp(a)) {
+                Ok(i) => current[i].clone(),
+                Err(_) => (*a, self.template.server(*a)),
+            })
+            .collect();
+        self.servers.store(Arc::new(servers));
+        let set = addrs
+            .into_iter()
+            .map(|a| Backend {
+                addr: pingora::protocols::l4::socket::SocketAddr::Inet(a),
+                weight: 1,
+                ext: Default::default(),
+            })
+            .collect::<BTreeSet<_>>();
         Ok((set, HashMap::new()))
     }
 }
@@ -255,9 +292,10 @@ mod tests {
         let addrs = pool.addresses();
         assert!(addrs.contains(&"127.0.0.2:7002".to_string()), "{addrs:?}");
         assert!(addrs.iter().any(|a| a.ends_with(":7001")), "{addrs:?}");
-        let s = pool.select().unwrap();
+        let (peer, label) = pool.select().unwrap();
+        assert!(addrs.contains(&label.to_string()), "{label}");
         assert_eq!(
-            s.peer.group_key,
+            peer.group_key,
             settings_key(&pool.cfg),
             "peers carry the settings key"
         );
@@ -269,16 +307,17 @@ mod tests {
         let cfg = upstream(&["no-such-host.invalid:80"]);
         let last: SocketAddr = "10.1.2.3:80".parse().unwrap();
         let discovery = Discovery {
-            template: Template {
+            template: Arc::new(Template {
                 group_key: settings_key(&cfg),
                 cfg,
                 ca: None,
-            },
+            }),
             last: Mutex::new(HashMap::from([(
                 "no-such-host.invalid:80".to_string(),
                 vec![last],
             )])),
             looked_up: AtomicBool::new(true),
+            servers: Arc::new(ArcSwap::from_pointee(Vec::new())),
         };
         let (backends, _) = discovery.discover().await.unwrap();
         let addrs: Vec<String> = backends.iter().map(|b| b.addr.to_string()).collect();

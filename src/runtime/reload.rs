@@ -8,8 +8,9 @@
 //! text and every file it references) differs from what is served.
 
 use std::collections::HashSet;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use notify::{RecursiveMode, Watcher};
@@ -61,10 +62,25 @@ impl Reloader {
         }
         let self_ = Arc::new(self);
         let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+        // The names in the watched directories that matter: the config file, the files it
+        // references, and `..data` (a ConfigMap volume swaps that symlink). Anything else in
+        // those directories (logs, other files) is not a change of configuration.
+        let names: Arc<Mutex<HashSet<OsString>>> = Arc::default();
+        let relevant = names.clone();
         let mut watcher = if self_.watch {
             match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-                // Only changes count: stitch's own reads of the file must not trigger reloads.
-                let change = res.map_or(true, |e| !matches!(e.kind, notify::EventKind::Access(_)));
+                let change = match res {
+                    // Only changes count: stitch's own reads of the file must not trigger reloads.
+                    Ok(e) if matches!(e.kind, notify::EventKind::Access(_)) => false,
+                    Ok(e) => {
+                        let names = relevant.lock().unwrap_or_else(|p| p.into_inner());
+                        e.paths
+                            .iter()
+                            .any(|p| p.file_name().is_some_and(|n| names.contains(n)))
+                            || e.need_rescan()
+                    }
+                    Err(_) => true,
+                };
                 if change {
                     let _ = tx.send(());
                 }
@@ -82,7 +98,13 @@ impl Reloader {
         };
         let mut watched = HashSet::new();
         if let Some(w) = watcher.as_mut() {
-            watch_dirs(w, &mut watched, &self_.path, &self_.live.snapshot().config);
+            watch_dirs(
+                w,
+                &mut watched,
+                &names,
+                &self_.path,
+                &self_.live.snapshot().config,
+            );
         }
         let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(s) => Some(s),
@@ -117,7 +139,13 @@ impl Reloader {
                 tokio::spawn(t);
             }
             if let (Outcome::Applied { .. }, Some(w)) = (&outcome, watcher.as_mut()) {
-                watch_dirs(w, &mut watched, &self_.path, &self_.live.snapshot().config);
+                watch_dirs(
+                    w,
+                    &mut watched,
+                    &names,
+                    &self_.path,
+                    &self_.live.snapshot().config,
+                );
             }
         }
     }
@@ -231,10 +259,26 @@ pub fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
     keys
 }
 
-/// Watch the directory of the config and of every file it references (non-recursively).
-fn watch_dirs(w: &mut impl Watcher, watched: &mut HashSet<PathBuf>, path: &Path, config: &Config) {
+/// Watch the directory of the config and of every file it references (non-recursively), and
+/// record the names that matter in them.
+fn watch_dirs(
+    w: &mut impl Watcher,
+    watched: &mut HashSet<PathBuf>,
+    names: &Mutex<HashSet<OsString>>,
+    path: &Path,
+    config: &Config,
+) {
     let mut files = vec![path.to_path_buf()];
     files.extend(config.referenced_files());
+    {
+        let mut names = names.lock().unwrap_or_else(|p| p.into_inner());
+        names.insert(OsString::from("..data"));
+        names.extend(
+            files
+                .iter()
+                .filter_map(|f| f.file_name().map(OsString::from)),
+        );
+    }
     for f in files {
         let dir = match f.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),

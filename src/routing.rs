@@ -59,6 +59,12 @@ pub fn path_matches(prefix: &str, path: &str) -> bool {
     matches!(path.as_bytes().get(prefix.len()), Some(b'/') | Some(b'?'))
 }
 
+/// Is `path` (a query string may follow) exactly `want`?
+pub fn exact_path_matches(want: &str, path: &str) -> bool {
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    path == want
+}
+
 /// The host part of a `Host` header or authority, without port or trailing dot (case kept;
 /// matching ignores case). Borrowed: routing allocates nothing.
 pub fn host_part(raw: &str) -> &str {
@@ -76,29 +82,35 @@ pub fn host_part(raw: &str) -> &str {
 struct Entry {
     host: Option<HostMatch>,
     path: String,
+    /// The path must be equal (a query string may follow), not a prefix.
+    exact: bool,
 }
 
 /// Routes in match order; [`Router::find`] gives the index a route was declared at.
 #[derive(Debug, Clone, Default)]
 pub struct Router {
-    /// Declaration indexes, sorted by descending prefix length, then declaration order.
+    /// Declaration indexes, sorted by descending path length, exact paths before prefixes of
+    /// the same length, then declaration order.
     order: Vec<usize>,
     entries: Vec<Entry>,
 }
 
 impl Router {
-    /// A router over `(host, path prefix)` pairs in declaration order.
-    pub fn new<'a>(routes: impl IntoIterator<Item = (Option<&'a HostMatch>, &'a str)>) -> Router {
+    /// A router over `(host, path, exact)` in declaration order.
+    pub fn new<'a>(
+        routes: impl IntoIterator<Item = (Option<&'a HostMatch>, &'a str, bool)>,
+    ) -> Router {
         let entries: Vec<Entry> = routes
             .into_iter()
-            .map(|(host, path)| Entry {
+            .map(|(host, path, exact)| Entry {
                 host: host.cloned(),
                 path: path.to_string(),
+                exact,
             })
             .collect();
         let mut order: Vec<usize> = (0..entries.len()).collect();
-        // Stable sort keeps declaration order among equal prefix lengths.
-        order.sort_by(|&a, &b| entries[b].path.len().cmp(&entries[a].path.len()));
+        // Stable sort keeps declaration order among equal keys.
+        order.sort_by_key(|&i| (std::cmp::Reverse(entries[i].path.len()), !entries[i].exact));
         Router { order, entries }
     }
 
@@ -106,7 +118,12 @@ impl Router {
     pub fn find(&self, host: &str, path: &str) -> Option<usize> {
         self.order.iter().copied().find(|&i| {
             let e = &self.entries[i];
-            e.host.as_ref().map(|h| h.matches(host)).unwrap_or(true) && path_matches(&e.path, path)
+            let path_ok = if e.exact {
+                exact_path_matches(&e.path, path)
+            } else {
+                path_matches(&e.path, path)
+            };
+            e.host.as_ref().map(|h| h.matches(host)).unwrap_or(true) && path_ok
         })
     }
 }
@@ -123,7 +140,13 @@ mod tests {
             .iter()
             .map(|r| r.1.map(|h| HostMatch::parse(h).unwrap()))
             .collect();
-        let r = Router::new(hosts.iter().zip(rows).map(|(h, row)| (h.as_ref(), row.2)));
+        let r = Router::new(hosts.iter().zip(rows).map(|(h, row)| {
+            (
+                h.as_ref(),
+                row.2.trim_end_matches('='),
+                row.2.ends_with('='),
+            )
+        }));
         let names: Vec<&'static str> = rows.iter().map(|r| r.0).collect();
         move |h, p| r.find(h, p).map(|i| names[i])
     }
@@ -200,6 +223,20 @@ mod tests {
         assert_eq!(name("a.example.com", "/api"), Some("api"));
         assert_eq!(name("x", "/other"), Some("root"));
         let only_host = router(&[("h", Some("a.com"), "/")]);
+        assert_eq!(only_host("b.com", "/"), None);
+        // `=` marks an exact path: it wins over a prefix of the same length, matches with a
+        // query string, and never below it.
+        let exact = router(&[
+            ("prefix", None, "/a"),
+            ("exact", None, "/a="),
+            ("root", None, "/"),
+        ]);
+        assert_eq!(exact("x", "/a"), Some("exact"));
+        assert_eq!(exact("x", "/a?q=1"), Some("exact"));
+        assert_eq!(exact("x", "/a/b"), Some("prefix"));
+        let only_exact = router(&[("exact", None, "/a/="), ("root", None, "/")]);
+        assert_eq!(only_exact("x", "/a/"), Some("exact"));
+        assert_eq!(only_exact("x", "/a/b"), Some("root"));
         assert_eq!(only_host("b.com", "/"), None);
         assert_eq!(only_host("a.com", "/x"), Some("h"));
     }

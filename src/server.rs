@@ -17,9 +17,10 @@ use tokio::signal::unix;
 
 use crate::admin::{self, AdminState};
 use crate::config::Loaded;
+use crate::kubernetes::{ClusterState, Controller};
 use crate::metrics::Metrics;
 use crate::proxy::Stitch;
-use crate::runtime::reload::{self, Reloader};
+use crate::runtime::reload::{self, ClusterSource, Reloader, Sources};
 use crate::runtime::{compile, config_hash, Live, Task};
 
 /// How stitch was started.
@@ -181,6 +182,21 @@ impl BackgroundService for ReloadService {
     }
 }
 
+/// Runs the Kubernetes controller on Pingora's background runtime.
+struct ControllerService {
+    job: Mutex<Option<Controller>>,
+}
+
+#[async_trait]
+impl BackgroundService for ControllerService {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        let job = self.job.lock().ok().and_then(|mut j| j.take());
+        if let Some(controller) = job {
+            controller.run(shutdown).await;
+        }
+    }
+}
+
 struct AdminService {
     listener: Mutex<Option<TcpListener>>,
     /// Bound later: an upgrade waits for the old process to release the address.
@@ -214,7 +230,8 @@ impl BackgroundService for AdminService {
 
 /// Build the server; nothing is served until `server.run()`.
 pub fn build(loaded: Loaded, opts: &RunOptions) -> anyhow::Result<Built> {
-    let Loaded { config, text } = loaded;
+    let hash = config_hash(&loaded);
+    let config = loaded.config;
     let metrics = Arc::new(Metrics::new());
     let proxy_addrs = resolve_listen(&config.server.listen, opts.upgrade)?;
 
@@ -263,8 +280,14 @@ pub fn build(loaded: Loaded, opts: &RunOptions) -> anyhow::Result<Built> {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let hash = config_hash(&text, &config);
-    let (rt, tasks) = compile(config, hash, 1, &metrics, None).map_err(|e| anyhow::anyhow!(e))?;
+    let cluster = config
+        .kubernetes
+        .as_ref()
+        .map(|_| Arc::new(ClusterState::new(metrics.clone())));
+    let feed = cluster.as_ref().map(|c| c.feed());
+    let kubernetes = config.kubernetes.clone();
+    let (rt, tasks) =
+        compile(config, hash, 1, &metrics, None, feed.as_ref()).map_err(|e| anyhow::anyhow!(e))?;
     reload::record_initial(&metrics, &rt);
     let read_buffer = rt.config.server.read_buffer_bytes;
     let live = Arc::new(Live::new(rt));
@@ -282,12 +305,30 @@ pub fn build(loaded: Loaded, opts: &RunOptions) -> anyhow::Result<Built> {
     }
     server.add_service(proxy);
 
-    let reloader = Reloader {
-        path: opts.config_path.clone(),
+    let sources = Arc::new(Sources::new(
+        opts.config_path.clone(),
         live,
-        metrics: metrics.clone(),
+        metrics.clone(),
+        cluster.clone().map(|c| c as Arc<dyn ClusterSource>),
+    ));
+    let reloader = Reloader {
+        sources: sources.clone(),
         watch: opts.watch,
     };
+    if let (Some(settings), Some(state)) = (kubernetes, cluster.clone()) {
+        let controller = Controller {
+            settings,
+            sources,
+            state,
+            metrics: metrics.clone(),
+        };
+        server.add_service(background_service(
+            "kubernetes",
+            ControllerService {
+                job: Mutex::new(Some(controller)),
+            },
+        ));
+    }
     server.add_service(background_service(
         "runtime",
         ReloadService {
@@ -301,6 +342,7 @@ pub fn build(loaded: Loaded, opts: &RunOptions) -> anyhow::Result<Built> {
         state: Arc::new(AdminState {
             metrics,
             proxy_listen: proxy_addrs.clone(),
+            cluster_ready: cluster.map(|c| c.ready_flag()),
         }),
     };
     server.add_service(background_service("admin", admin));

@@ -1,7 +1,8 @@
 //! Upstream pools: the servers of one `[upstream.NAME]`, resolved by stitch's own discovery
 //! (names looked up again every `resolve_interval`, like Envoy's strict DNS), health-checked by
 //! a task stitch runs per pool for as long as a runtime uses the pool, and each server's
-//! [`HttpPeer`] built once.
+//! [`HttpPeer`] built once. A pool of Kubernetes Services takes its servers from an
+//! [`EndpointFeed`] instead, and is [refreshed](Pool::refresh) when the endpoints change.
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
@@ -19,7 +20,12 @@ use pingora::lb::{Backend, Backends, LoadBalancer};
 use pingora::tls::x509::X509;
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::config::Upstream;
+use crate::config::{ServiceBackend, Upstream};
+
+/// The ready endpoints of Kubernetes Services, as the controller last saw them.
+pub trait EndpointFeed: Send + Sync {
+    fn endpoints(&self, backend: &ServiceBackend) -> Vec<SocketAddr>;
+}
 
 /// One server of a pool, ready to hand to Pingora.
 #[derive(Clone)]
@@ -37,8 +43,8 @@ pub struct Pool {
 
 impl Pool {
     /// Build the pool: resolve its servers now (an unresolvable name refuses the runtime) and
-    /// prebuild each server's peer. `ca` is the parsed `ca_file`.
-    pub fn new(cfg: Upstream) -> Result<Pool, String> {
+    /// prebuild each server's peer. A pool of Services reads its servers from `feed`.
+    pub fn new(cfg: Upstream, feed: Option<&Arc<dyn EndpointFeed>>) -> Result<Pool, String> {
         let ca = match &cfg.ca {
             Some(c) => Some(Arc::new(
                 crate::tls::parse_certificates(&c.pem)
@@ -52,18 +58,31 @@ impl Pool {
             ca,
             group_key: settings_key(&cfg),
         };
-        let mut known = HashMap::new();
-        for s in &cfg.servers {
-            let addrs = resolve_blocking(s)
-                .map_err(|e| format!("upstream {}: cannot resolve {s}: {e}", cfg.name))?;
-            known.insert(s.clone(), addrs);
-        }
-        let discovery = Discovery {
-            template,
-            last: Mutex::new(known),
-            looked_up: AtomicBool::new(false),
+        let discovery: Box<dyn ServiceDiscovery + Send + Sync> = if cfg.backends.is_empty() {
+            let mut known = HashMap::new();
+            for s in &cfg.servers {
+                let addrs = resolve_blocking(s)
+                    .map_err(|e| format!("upstream {}: cannot resolve {s}: {e}", cfg.name))?;
+                known.insert(s.clone(), addrs);
+            }
+            Box::new(Discovery {
+                template,
+                last: Mutex::new(known),
+                looked_up: AtomicBool::new(false),
+            })
+        } else {
+            let feed = feed.ok_or_else(|| {
+                format!(
+                    "upstream {}: a pool of Services needs [kubernetes]",
+                    cfg.name
+                )
+            })?;
+            Box::new(EndpointDiscovery {
+                template,
+                feed: feed.clone(),
+            })
         };
-        let mut lb = LoadBalancer::from_backends(Backends::new(Box::new(discovery)));
+        let mut lb = LoadBalancer::from_backends(Backends::new(discovery));
         if cfg.health_check.is_some() {
             let mut hc = TcpHealthCheck::new();
             hc.peer_template.options.connection_timeout = Some(cfg.connect_timeout);
@@ -81,6 +100,19 @@ impl Pool {
     pub fn select(&self) -> Option<Server> {
         let backend = self.lb.select(b"", 256)?;
         backend.ext.get::<Server>().cloned()
+    }
+
+    /// Take the servers from the discovery again now (a pool of Services after its endpoints
+    /// changed); a no-op when the set is the same.
+    pub fn refresh(&self) {
+        match self.lb.update().now_or_never() {
+            Some(Ok(())) => {}
+            Some(Err(e)) => log::warn!("upstream {}: {e}", self.cfg.name),
+            None => log::warn!(
+                "upstream {}: discovery did not answer at once",
+                self.cfg.name
+            ),
+        }
     }
 
     /// The addresses the pool currently balances over.
@@ -220,10 +252,100 @@ impl ServiceDiscovery for Discovery {
     }
 }
 
+/// The servers of a pool of Kubernetes Services: each Service's ready endpoints, weighted so
+/// that each Service gets its `weight`'s share of the requests whatever its endpoint count.
+struct EndpointDiscovery {
+    template: Template,
+    feed: Arc<dyn EndpointFeed>,
+}
+
+#[async_trait]
+impl ServiceDiscovery for EndpointDiscovery {
+    async fn discover(&self) -> pingora::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
+        let found: Vec<(u32, Vec<SocketAddr>)> = self
+            .template
+            .cfg
+            .backends
+            .iter()
+            .map(|b| (b.weight, self.feed.endpoints(b)))
+            .filter(|(w, e)| *w > 0 && !e.is_empty())
+            .collect();
+        let counts: Vec<(u32, usize)> = found.iter().map(|(w, e)| (*w, e.len())).collect();
+        let mut set = BTreeSet::new();
+        for (weight, addrs) in &found {
+            let w = endpoint_weight(*weight, addrs.len(), &counts);
+            for a in addrs {
+                let mut b = Backend {
+                    addr: pingora::protocols::l4::socket::SocketAddr::Inet(*a),
+                    weight: w,
+                    ext: Default::default(),
+                };
+                b.ext.insert(self.template.server(*a));
+                set.insert(b);
+            }
+        }
+        Ok((set, HashMap::new()))
+    }
+}
+
+/// Each of a Service's `n` endpoints gets `weight * L / n`, with `L` the least common multiple
+/// of every Service's endpoint count, so the Services' shares are as their weights say. Round
+/// robin repeats a backend as often as its weight, so the weights stay small: past 10,000 in
+/// all they are the Service weights alone.
+fn endpoint_weight(weight: u32, n: usize, all: &[(u32, usize)]) -> usize {
+    if all.len() <= 1 {
+        return 1;
+    }
+    let lcm = all
+        .iter()
+        .fold(1usize, |l, &(_, c)| (l / gcd(l, c)).saturating_mul(c));
+    let total = all.iter().fold(0usize, |t, &(w, _)| {
+        t.saturating_add((w as usize).saturating_mul(lcm))
+    });
+    if total > 10_000 {
+        return weight as usize;
+    }
+    weight as usize * lcm / n
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
 fn resolve_blocking(s: &str) -> std::io::Result<Vec<SocketAddr>> {
     let addrs: Vec<SocketAddr> = s.to_socket_addrs()?.collect();
     if addrs.is_empty() {
         return Err(std::io::Error::other("no address"));
     }
     Ok(addrs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn services_get_their_weights_share_whatever_their_endpoint_counts() {
+        // (weight, endpoints) of each Service -> the weight of each of its endpoints.
+        type Row = (&'static [(u32, usize)], &'static [usize], &'static str);
+        #[rustfmt::skip]
+        let rows: &[Row] = &[
+            (&[(1, 3)],          &[1],      "one Service: plain round robin"),
+            (&[(70, 1), (30, 1)], &[70, 30], "one endpoint each: the weights"),
+            (&[(1, 2), (1, 3)],  &[3, 2],   "equal weights, 2 and 3 endpoints: 6 each"),
+            (&[(3, 4), (1, 2)],  &[3, 2],   "3:1 over 4 and 2 endpoints: 12 and 4"),
+            (&[(5000, 7), (5000, 3)], &[5000, 5000], "too many repeats: Service weights"),
+        ];
+        for (all, want, why) in rows {
+            let got: Vec<usize> = all
+                .iter()
+                .map(|&(w, n)| endpoint_weight(w, n, all))
+                .collect();
+            assert_eq!(&got, want, "{why}");
+        }
+    }
 }

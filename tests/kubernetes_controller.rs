@@ -48,17 +48,7 @@ impl FakeApi {
             .current_dir(&peers);
         let (mut process, rx) = PeerProcess::spawn("kube_apiserver.py", cmd);
         let addr: SocketAddr = process.wait_line(&rx, "listening on ").parse().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = dir.path().join("kubeconfig");
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{addr}\n\
-                 contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: test\n    namespace: default\n\
-                 current-context: fake\nusers:\n- name: test\n  user: {{}}\n"
-            ),
-        )
-        .unwrap();
+        let (dir, kubeconfig) = kubeconfig_for(addr);
         FakeApi {
             process,
             addr,
@@ -112,6 +102,22 @@ impl FakeApi {
     }
 }
 
+/// A kubeconfig for an API server at `addr` (plain HTTP, no credentials), in a new directory.
+fn kubeconfig_for(addr: SocketAddr) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{addr}\n\
+             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: test\n    namespace: default\n\
+             current-context: fake\nusers:\n- name: test\n  user: {{}}\n"
+        ),
+    )
+    .unwrap();
+    (dir, path)
+}
+
 /// A fixture with its `${NAME}`s filled in.
 fn fixture(name: &str, vars: &[(&str, &str)]) -> String {
     let path = manifest_dir().join("tests/fixtures/kubernetes").join(name);
@@ -163,13 +169,20 @@ const PUBLISH: &str = "publish_address = [\"203.0.113.7\"]";
 
 /// stitch in controller mode against `api`, as replica `name`, with `extra` `[kubernetes]` keys.
 fn stitch(api: &FakeApi, name: &str, extra: &str) -> Stitch {
+    let s = stitch_unready(&api.kubeconfig, name, extra);
+    s.wait_ready();
+    s
+}
+
+/// [`stitch`], returning once its listeners are up, ready or not.
+fn stitch_unready(kubeconfig: &std::path::Path, name: &str, extra: &str) -> Stitch {
     let config = format!(
         "{}[kubernetes]\nlease_duration_seconds = 2\n{extra}\n\
          [cors.app]\nallowed_origins = [\"https://app.example.com\"]\n",
         base_config()
     );
-    let kubeconfig = api.kubeconfig.display().to_string();
-    Stitch::start_with_env(
+    let kubeconfig = kubeconfig.display().to_string();
+    Stitch::start_unready(
         &config,
         &[
             ("KUBECONFIG", kubeconfig.as_str()),
@@ -209,6 +222,51 @@ fn until_answer(s: &Stitch, api: &FakeApi, path: &str, want: &str) -> Duration {
 
 fn kube_metric(s: &Stitch, name: &str, labels: &[(&str, &str)]) -> f64 {
     metric(&s.metrics(), name, labels).unwrap_or(0.0)
+}
+
+#[test]
+fn readyz_waits_for_the_first_list_of_the_cluster() {
+    let a = named("backend-a");
+    // Nothing listens at the API server's address yet.
+    let port = common::dead_addr().port();
+    let (_dir, kubeconfig) = kubeconfig_for(SocketAddr::from(([127, 0, 0, 1], port)));
+    let s = stitch_unready(&kubeconfig, "replica-a", "");
+    let readyz = || get(&format!("http://{}/readyz", s.admin), &[]).unwrap();
+    wait_for(
+        "a failed list",
+        Duration::from_secs(10),
+        || {
+            (kube_metric(
+                &s,
+                "stitch_kubernetes_watch_errors_total",
+                &[("kind", "ingress")],
+            ) > 0.0)
+                .then_some(())
+        },
+        || s.stderr(),
+    );
+    let r = readyz();
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(
+        r.body.contains("Kubernetes objects have not been listed"),
+        "{}",
+        r.body
+    );
+
+    let api = FakeApi::start_on(port);
+    api.apply(&format!(
+        "{}---\n{}",
+        my_service(&a),
+        ingress("minimal-ingress", "/testpath", "{}")
+    ));
+    wait_for(
+        "/readyz",
+        Duration::from_secs(40),
+        || (readyz().status == 200).then_some(()),
+        || format!("{}\n{}", s.stderr(), api.process.output()),
+    );
+    // Ready means the cluster's routes are served.
+    assert_eq!(answer(&s, "/testpath"), "backend-a");
 }
 
 #[test]

@@ -328,3 +328,166 @@ fn condition(
         last_transition_time: last,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::kubernetes::Key;
+    use serde_json::json;
+
+    fn object(kind: &'static str, name: &str) -> ObjectRef {
+        ObjectRef {
+            kind,
+            namespace: "default".into(),
+            name: name.into(),
+        }
+    }
+
+    fn verdict(kind: &'static str, name: &str, accepted: Result<(), Refusal>) -> Verdict {
+        Verdict {
+            object: object(kind, name),
+            generation: Some(2),
+            accepted,
+            resolved: Ok(()),
+            parents: Vec::new(),
+        }
+    }
+
+    fn settings(publish: Publish) -> KubernetesSettings {
+        KubernetesSettings {
+            ingress_class: "stitch".into(),
+            controller_name: "stitch.dev/gateway-controller".into(),
+            namespaces: Vec::new(),
+            publish,
+            lease_namespace: None,
+            lease_name: "l".into(),
+            lease_duration: Duration::from_secs(15),
+        }
+    }
+
+    fn key(name: &str) -> Key {
+        ("default".into(), name.into())
+    }
+
+    fn with_ingress(status: serde_json::Value) -> Cluster {
+        let mut c = Cluster::default();
+        let ing: Ingress = serde_json::from_value(json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"namespace": "default", "name": "web", "uid": "u-1"},
+            "spec": {}, "status": status,
+        }))
+        .unwrap();
+        c.ingresses.insert(key("web"), Arc::new(ing));
+        c
+    }
+
+    #[test]
+    fn ingress_status_is_written_only_when_it_differs_and_refusals_get_one_event() {
+        let publish = settings(Publish::Addresses(vec![
+            "203.0.113.7".into(),
+            "lb.example.com".into(),
+        ]));
+        let ok = [verdict("ingress", "web", Ok(()))];
+        let mut evented = HashSet::new();
+        let writes = plan(&with_ingress(json!({})), &ok, &publish, &mut evented);
+        let [Write::Ingress { ingress, .. }] = &writes[..] else {
+            panic!("one status write")
+        };
+        let json = serde_json::to_value(ingress).unwrap();
+        assert_eq!(
+            json,
+            json!([{"ip": "203.0.113.7"}, {"hostname": "lb.example.com"}])
+        );
+        let shown = json!({"loadBalancer": {"ingress": json}});
+        assert!(plan(&with_ingress(shown.clone()), &ok, &publish, &mut evented).is_empty());
+        // Nothing to publish: the status is left alone.
+        assert!(plan(
+            &with_ingress(json!({})),
+            &ok,
+            &settings(Publish::Nothing),
+            &mut evented
+        )
+        .is_empty());
+
+        let refused = [verdict(
+            "ingress",
+            "web",
+            Err(Refusal {
+                reason: "UnknownCorsPolicy",
+                message: "m".into(),
+            }),
+        )];
+        let writes = plan(
+            &with_ingress(shown.clone()),
+            &refused,
+            &publish,
+            &mut evented,
+        );
+        assert!(
+            matches!(&writes[..], [Write::Event { refusal, uid: Some(u), .. }, Write::Ingress { ingress, .. }]
+            if refusal.reason == "UnknownCorsPolicy" && u == "u-1" && ingress.is_empty())
+        );
+        let again = plan(&with_ingress(json!({})), &refused, &publish, &mut evented);
+        assert!(
+            again.is_empty(),
+            "one Event per generation and reason, and the status is empty"
+        );
+    }
+
+    #[test]
+    fn route_status_keeps_other_controllers_and_transition_times() {
+        let mut v = verdict("httproute", "r", Ok(()));
+        v.parents = vec![serde_json::from_value(json!({"name": "same-namespace"})).unwrap()];
+        let ours = "stitch.dev/gateway-controller";
+        let foreign: HttpRouteStatusParents = serde_json::from_value(json!({
+            "controllerName": "example.com/other", "parentRef": {"name": "theirs"},
+            "conditions": [],
+        }))
+        .unwrap();
+        let first = route_parents(&v, std::slice::from_ref(&foreign), ours);
+        assert_eq!(first[0], foreign, "the other controller's entry is kept");
+        let mine = &first[1];
+        assert_eq!(mine.parent_ref.namespace.as_deref(), Some("default"));
+        assert_eq!(mine.parent_ref.kind.as_deref(), Some("Gateway"));
+        let reasons: Vec<(&str, &str, &str, Option<i64>)> = mine
+            .conditions
+            .iter()
+            .map(|c| {
+                (
+                    c.type_.as_str(),
+                    c.status.as_str(),
+                    c.reason.as_str(),
+                    c.observed_generation,
+                )
+            })
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                ("Accepted", "True", "Accepted", Some(2)),
+                ("ResolvedRefs", "True", "ResolvedRefs", Some(2))
+            ]
+        );
+
+        // The same verdict again: exactly what is shown, so nothing to write.
+        let mut shown = first.clone();
+        let old = Time(k8s_openapi::jiff::Timestamp::from_second(1_000_000).unwrap());
+        for c in &mut shown[1].conditions {
+            c.last_transition_time = old.clone();
+        }
+        assert_eq!(route_parents(&v, &shown, ours), shown);
+        // A condition that flips gets a new transition time; the other keeps its own.
+        v.resolved = Err(Refusal {
+            reason: "BackendNotFound",
+            message: "gone".into(),
+        });
+        let next = route_parents(&v, &shown, ours);
+        let c = &next[1].conditions;
+        assert_eq!(c[0].last_transition_time, old);
+        assert_ne!(c[1].last_transition_time, old);
+        assert_eq!(
+            (c[1].status.as_str(), c[1].reason.as_str()),
+            ("False", "BackendNotFound")
+        );
+    }
+}

@@ -140,3 +140,47 @@ fn is_dns_label(s: &str) -> bool {
 fn is_dns_label_or_subdomain(s: &str) -> bool {
     s.len() <= 253 && s.split('.').all(is_dns_label)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{parse, Publish};
+
+    #[test]
+    fn the_section_is_checked_key_by_key() {
+        #[rustfmt::skip]
+        let rows: &[(&str, Option<&str>)] = &[
+            ("", None),
+            ("namespaces = [\"edge\", \"shop\"]", None),
+            ("namespaces = [\"Edge\"]", Some("kubernetes.namespaces[0]")),
+            ("ingress_class = \"a b\"", Some("kubernetes.ingress_class")),
+            ("controller_name = \"stitch\"", Some("kubernetes.controller_name")),
+            ("publish_service = \"edge/stitch\"", None),
+            ("publish_service = \"stitch\"", Some("kubernetes.publish_service")),
+            ("publish_address = [\"203.0.113.7\", \"lb.example.com\"]", None),
+            ("publish_address = [\"http://x\"]", Some("kubernetes.publish_address[0]")),
+            ("publish_service = \"a/b\"\npublish_address = [\"1.2.3.4\"]", Some("kubernetes.publish_service")),
+            ("lease_namespace = \"-x\"", Some("kubernetes.lease_namespace")),
+            ("lease_duration_seconds = 0", Some("kubernetes.lease_duration_seconds")),
+            ("watch_secrets = true", Some("kubernetes.watch_secrets")),
+        ];
+        for (keys, error) in rows {
+            let text = format!("[kubernetes]\n{keys}\n");
+            let got = parse(&text).err().map(|e| e[0].key.clone());
+            assert_eq!(got.as_deref(), *error, "{keys}");
+        }
+        let config = parse("[kubernetes]\npublish_service = \"edge/stitch\"\n").unwrap();
+        let k = config.kubernetes.unwrap();
+        assert_eq!(k.ingress_class, "stitch");
+        assert_eq!(
+            k.publish,
+            Publish::Service {
+                namespace: "edge".into(),
+                name: "stitch".into()
+            }
+        );
+        assert!(
+            config.routes.is_empty(),
+            "the routes may all come from the cluster"
+        );
+    }
+}

@@ -491,6 +491,45 @@ fn an_expired_watch_lists_again() {
 }
 
 #[test]
+fn only_the_configured_namespaces_are_watched() {
+    let a = named("backend-a");
+    let api = FakeApi::start();
+    api.apply(&format!(
+        "{}---\n{}",
+        my_service(&a),
+        ingress("minimal-ingress", "/testpath", "{}")
+    ));
+    let s = stitch(&api, "replica-a", "namespaces = [\"shop\"]");
+    assert_eq!(
+        answer(&s, "/testpath"),
+        "status 404",
+        "the Ingress in default is not watched"
+    );
+    let paths: Vec<String> = api
+        .requests()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap().to_string())
+        .collect();
+    for p in [
+        "/apis/networking.k8s.io/v1/namespaces/shop/ingresses",
+        "/api/v1/namespaces/shop/services",
+        "/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices",
+        "/apis/gateway.networking.k8s.io/v1/namespaces/shop/httproutes",
+        // Cluster-scoped kinds are watched cluster-wide.
+        "/apis/networking.k8s.io/v1/ingressclasses",
+        "/apis/gateway.networking.k8s.io/v1/gatewayclasses",
+    ] {
+        assert!(paths.iter().any(|q| q == p), "{p} in {paths:?}");
+    }
+    assert!(
+        !paths
+            .iter()
+            .any(|q| q == "/apis/networking.k8s.io/v1/ingresses"),
+        "{paths:?}"
+    );
+}
+
+#[test]
 fn two_replicas_elect_one_status_writer() {
     let a = named("backend-a");
     let api = FakeApi::start();
@@ -600,22 +639,26 @@ fn two_replicas_elect_one_status_writer() {
 }
 
 /// Gateway API conformance (HTTPRoute, core): `HTTPRouteSimpleSameNamespace`,
-/// `HTTPRouteExactPathMatching`, and the status half of `HTTPRouteInvalidNonExistentBackendRef`.
+/// `HTTPRouteExactPathMatching`, `HTTPRouteWeight`, and the status half of
+/// `HTTPRouteInvalidNonExistentBackendRef`.
 #[test]
 fn http_routes_of_stitchs_gateway_route_and_report_their_status() {
-    let (v1, v2) = (named("infra-backend-v1"), named("infra-backend-v2"));
+    let (v1, v2, v3) = (
+        named("infra-backend-v1"),
+        named("infra-backend-v2"),
+        named("infra-backend-v3"),
+    );
+    let port = |u: &Upstream| u.addr.port().to_string();
     let api = FakeApi::start();
     api.apply(&format!(
-        "{}---\n{}---\n{}---\n{}",
+        "{}---\n{}---\n{}---\n{}---\n{}",
         fixture("gateway.yaml", &[]),
         fixture(
             "httproute-simple-same-namespace.yaml",
-            &[("PORT", &v1.addr.port().to_string())]
+            &[("PORT", &port(&v1))]
         ),
-        fixture(
-            "httproute-exact-path.yaml",
-            &[("PORT2", &v2.addr.port().to_string())]
-        ),
+        fixture("httproute-exact-path.yaml", &[("PORT2", &port(&v2))]),
+        fixture("httproute-weight.yaml", &[("PORT3", &port(&v3))]),
         fixture("httproute-invalid-backend.yaml", &[]),
     ));
     let s = stitch(&api, "replica-a", "");
@@ -634,6 +677,19 @@ fn http_routes_of_stitchs_gateway_route_and_report_their_status() {
     );
     // No backend resolved: stitch has no server to send to (the spec asks for a 500).
     assert_eq!(answer(&s, "/invalid"), "status 502");
+
+    // Weights 70, 30 and 0: weighted round robin gives exactly those shares per 100 requests.
+    let mut shares = std::collections::BTreeMap::new();
+    for _ in 0..100 {
+        *shares.entry(answer(&s, "/weighted")).or_insert(0) += 1;
+    }
+    let want: std::collections::BTreeMap<String, i32> = [
+        ("infra-backend-v1".to_string(), 70),
+        ("infra-backend-v2".to_string(), 30),
+    ]
+    .into();
+    assert_eq!(shares, want);
+    assert!(v3.requests().is_empty(), "weight 0 sends nothing");
 
     let route = |name: &str| {
         api.get(&format!(

@@ -41,6 +41,8 @@ use crate::runtime::EndpointFeed;
 /// How long the controller waits for more changes before it rebuilds (a burst of watch events,
 /// a relist, is one rebuild).
 const SETTLE: Duration = Duration::from_millis(50);
+/// The longest a steady stream of changes delays a rebuild.
+const MAX_SETTLE: Duration = Duration::from_secs(1);
 
 /// The controller's view of the cluster, shared with the rebuild and the pools.
 pub struct ClusterState {
@@ -268,9 +270,16 @@ impl Controller {
                 _ = shutdown.changed() => None,
             };
             let Some(first) = first else { break };
-            // Take the whole burst before acting on it.
+            // Take the whole burst before acting on it (but act at least every MAX_SETTLE
+            // while changes keep coming).
             let mut endpoints_only = first.endpoints_only;
-            while let Ok(Some(c)) = tokio::time::timeout(SETTLE, rx.recv()).await {
+            let deadline = tokio::time::Instant::now() + MAX_SETTLE;
+            while let Ok(Some(c)) = tokio::time::timeout_at(
+                deadline.min(tokio::time::Instant::now() + SETTLE),
+                rx.recv(),
+            )
+            .await
+            {
                 endpoints_only &= c.endpoints_only;
             }
             if !self.state.synced.load(Ordering::Acquire) {

@@ -1,6 +1,6 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (alive) and `/readyz`
-//! (config loaded, every proxy listener accepting, and with `[kubernetes]` the cluster's
-//! objects listed once). A deliberately small HTTP/1.1 server:
+//! (config loaded, the reloader listening for SIGHUP and changes, every proxy listener
+//! accepting, and with `[kubernetes]` the cluster's objects listed once). A deliberately small HTTP/1.1 server:
 //! one request per connection, answered and closed.
 
 use std::net::SocketAddr;
@@ -18,6 +18,8 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// The proxy's listen addresses, as bound.
     pub proxy_listen: Vec<SocketAddr>,
+    /// True once the reloader listens for SIGHUP and watches the config.
+    pub reloader_ready: Arc<AtomicBool>,
     /// With `[kubernetes]`: true once the cluster's objects were listed and served (stays true
     /// when the API server goes away later).
     pub cluster_ready: Option<Arc<AtomicBool>>,
@@ -92,7 +94,13 @@ async fn handle(mut stream: TcpStream, state: &AdminState) {
                 .cluster_ready
                 .as_ref()
                 .is_some_and(|r| !r.load(Ordering::Acquire));
-            if unsynced {
+            if !state.reloader_ready.load(Ordering::Acquire) {
+                (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    b"not ready: the configuration reloader is starting\n".to_vec(),
+                )
+            } else if unsynced {
                 (
                     "503 Service Unavailable",
                     "text/plain",

@@ -312,9 +312,11 @@ pub fn build(loaded: Loaded, opts: &RunOptions) -> anyhow::Result<Built> {
         metrics.clone(),
         cluster.clone().map(|c| c as Arc<dyn ClusterSource>),
     ));
+    let reloader_installed = Arc::new(AtomicBool::new(false));
     let reloader = Reloader {
         sources: sources.clone(),
         watch: opts.watch,
+        installed: reloader_installed.clone(),
     };
     if let (Some(settings), Some(state)) = (kubernetes, cluster.clone()) {
         let controller = Controller {
@@ -343,6 +345,7 @@ pub fn build(loaded: Loaded, opts: &RunOptions) -> anyhow::Result<Built> {
         state: Arc::new(AdminState {
             metrics,
             proxy_listen: proxy_addrs.clone(),
+            reloader_ready: reloader_installed,
             cluster_ready: cluster.map(|c| c.ready_flag()),
         }),
     };

@@ -33,6 +33,9 @@ pub struct Reloader {
     pub sources: Arc<Sources>,
     /// Watch the config's directory (off: SIGHUP only).
     pub watch: bool,
+    /// Set once the SIGHUP handler and the watch are in place (`/readyz` waits for it: before
+    /// it a SIGHUP would end the process and a change of the file would go unseen).
+    pub installed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Why a reload was attempted.
@@ -122,6 +125,9 @@ impl Reloader {
                 None
             }
         };
+        self_
+            .installed
+            .store(true, std::sync::atomic::Ordering::Release);
         loop {
             let trigger = tokio::select! {
                 _ = async { hup.as_mut().unwrap().recv().await }, if hup.is_some() => Trigger::Signal,

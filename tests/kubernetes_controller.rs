@@ -609,10 +609,11 @@ fn two_replicas_elect_one_status_writer() {
             "{w}"
         );
     }
-    let before = status_writes(&api).len();
 
-    // The leader goes away: the other replica takes the Lease over and writes status.
+    // The leader goes away (killed, and waited for): the other replica takes the Lease over
+    // and writes status.
     replicas[lead] = None;
+    let before = status_writes(&api).len();
     wait_for(
         "the other replica to lead",
         Duration::from_secs(15),

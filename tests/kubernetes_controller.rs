@@ -662,6 +662,7 @@ fn http_routes_of_stitchs_gateway_route_and_report_their_status() {
         fixture("httproute-weight.yaml", &[("PORT3", &port(&v3))]),
         fixture("httproute-invalid-backend.yaml", &[]),
     ));
+    api.apply(&fixture("httproute-cors.yaml", &[]));
     let s = stitch(&api, "replica-a", "");
     until_answer(&s, &api, "/", "infra-backend-v1");
     assert_eq!(answer(&s, "/one"), "infra-backend-v1");
@@ -678,6 +679,60 @@ fn http_routes_of_stitchs_gateway_route_and_report_their_status() {
     );
     // No backend resolved: stitch has no server to send to (the spec asks for a 500).
     assert_eq!(answer(&s, "/invalid"), "status 502");
+
+    // The CORS filter is a policy answered at the edge, with the tracing headers added.
+    let preflight = |path: &str, origin: &str, method: &str| {
+        let headers = [
+            ("origin", origin),
+            ("access-control-request-method", method),
+            (
+                "access-control-request-headers",
+                "x-header-1, traceparent, x-datadog-trace-id",
+            ),
+        ];
+        request("OPTIONS", &s.url(path), &headers, b"").unwrap()
+    };
+    for origin in ["https://www.foo.com", "https://a.bar.com"] {
+        let r = preflight("/cors-1", origin, "GET");
+        assert_eq!(r.status, 204, "{origin}: {r:?}");
+        assert_eq!(r.header("access-control-allow-origin"), Some(origin));
+        assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+        assert_eq!(r.header("access-control-max-age"), Some("3600"));
+        let allowed = r
+            .header("access-control-allow-headers")
+            .unwrap_or_default()
+            .to_string();
+        for h in [
+            "x-header-1",
+            "x-header-2",
+            "traceparent",
+            "x-datadog-trace-id",
+        ] {
+            assert!(allowed.contains(h), "{h} in {allowed}");
+        }
+    }
+    let refused = preflight("/cors-1", "https://evil.example.com", "GET");
+    assert_eq!(refused.status, 403);
+    assert!(refused.header("access-control-allow-origin").is_none());
+    // The browser enforces the methods: stitch lists them.
+    let methods = |path: &str| {
+        let r = preflight(path, "https://www.foo.com", "DELETE");
+        r.header("access-control-allow-methods")
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(methods("/cors-1"), "GET, OPTIONS");
+    assert!(methods("/cors-2").contains("DELETE"), "allowMethods: *");
+    let actual = get(&s.url("/cors-1"), &[("origin", "https://www.foo.com")]).unwrap();
+    assert_eq!(actual.body, "infra-backend-v1");
+    let exposed = actual
+        .header("access-control-expose-headers")
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        exposed.contains("x-header-3") && exposed.contains("x-header-4"),
+        "{exposed}"
+    );
 
     // Weights 70, 30 and 0: weighted round robin gives exactly those shares per 100 requests.
     let mut shares = std::collections::BTreeMap::new();

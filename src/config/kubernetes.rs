@@ -622,11 +622,7 @@ fn rule_cors(
     let at = |v| At::new_default(v);
     let file = CorsFile {
         allowed_origins: at(c.allow_origins.clone().unwrap_or_default()),
-        // Gateway API: with no allowMethods only the CORS-safelisted methods are allowed.
-        allow_methods: c
-            .allow_methods
-            .clone()
-            .unwrap_or_else(|| vec!["GET".into(), "HEAD".into(), "POST".into()]),
+        allow_methods: cors_methods(c.allow_methods.as_deref()),
         allow_headers: c.allow_headers.clone().unwrap_or_default(),
         expose_headers: c.expose_headers.clone().unwrap_or_default(),
         allow_credentials: c.allow_credentials.unwrap_or(false),
@@ -635,6 +631,18 @@ fn rule_cors(
         preflight: None,
     };
     Ok(Some((format!("{object}/{i}"), file)))
+}
+
+/// GEP-1767's `allowMethods`: none means only the CORS-safelisted methods, `*` every method.
+fn cors_methods(given: Option<&[String]>) -> Vec<String> {
+    let words: &[&str] = match given {
+        None | Some([]) => &["GET", "HEAD", "POST"],
+        Some(m) if m.iter().any(|m| m == "*") => &[
+            "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
+        ],
+        Some(m) => return m.to_vec(),
+    };
+    words.iter().map(|w| w.to_string()).collect()
 }
 
 /// A rule's backend references as weighted Service backends, and the first reference that did

@@ -296,6 +296,24 @@ pub fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
     check(a.pid_file != b.pid_file, "server.pid_file");
     check(a.upgrade_sock != b.upgrade_sock, "server.upgrade_sock");
     check(old.admin_listen != new.admin_listen, "admin.listen");
+    // The controller starts with the process: its watches, Lease and status writer keep the
+    // settings they started with (the classes are read again on every rebuild).
+    match (&old.kubernetes, &new.kubernetes) {
+        (Some(a), Some(b)) => {
+            check(a.namespaces != b.namespaces, "kubernetes.namespaces");
+            check(
+                a.publish != b.publish,
+                "kubernetes.publish_service/publish_address",
+            );
+            check(
+                a.lease_namespace != b.lease_namespace
+                    || a.lease_name != b.lease_name
+                    || a.lease_duration != b.lease_duration,
+                "kubernetes.lease_*",
+            );
+        }
+        (a, b) => check(a.is_some() != b.is_some(), "kubernetes"),
+    }
     keys
 }
 
@@ -326,4 +344,28 @@ pub fn unix_now() -> f64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::restart_keys;
+    use crate::config::parse;
+
+    #[test]
+    fn the_controllers_start_up_settings_wait_for_a_restart() {
+        let base = "[kubernetes]\nnamespaces = [\"a\"]\n";
+        #[rustfmt::skip]
+        let rows: &[(&str, &[&str])] = &[
+            (base, &[]),
+            ("[kubernetes]\nnamespaces = [\"a\"]\ningress_class = \"other\"\n", &[]),
+            ("[kubernetes]\nnamespaces = [\"b\"]\n", &["kubernetes.namespaces"]),
+            ("[kubernetes]\nnamespaces = [\"a\"]\npublish_address = [\"1.2.3.4\"]\n", &["kubernetes.publish_service/publish_address"]),
+            ("[kubernetes]\nnamespaces = [\"a\"]\nlease_duration_seconds = 30\n", &["kubernetes.lease_*"]),
+            ("[[route]]\nupstream = \"builtin:echo\"\n", &["kubernetes"]),
+        ];
+        let old = parse(base).unwrap();
+        for (text, want) in rows {
+            assert_eq!(&restart_keys(&old, &parse(text).unwrap()), want, "{text}");
+        }
+    }
 }

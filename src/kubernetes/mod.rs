@@ -255,7 +255,7 @@ impl Controller {
         let leading = Arc::new(AtomicBool::new(false));
         let writer = status::Writer {
             client: client.clone(),
-            settings: self.settings.clone(),
+            live: self.sources.live.clone(),
             state: self.state.clone(),
             identity,
             metrics: self.metrics.clone(),

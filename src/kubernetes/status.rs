@@ -33,7 +33,8 @@ const RESYNC: Duration = Duration::from_secs(10);
 /// Writes status while this replica leads.
 pub struct Writer {
     pub client: Client,
-    pub settings: KubernetesSettings,
+    /// The runtime served: its `[kubernetes]` (publish, controller name) is the one in force.
+    pub live: Arc<crate::runtime::Live>,
     pub state: Arc<ClusterState>,
     pub identity: String,
     pub metrics: Arc<Metrics>,
@@ -68,9 +69,12 @@ impl Writer {
                 continue;
             }
             let verdicts = self.state.verdicts();
+            let Some(settings) = self.live.snapshot().config.kubernetes.clone() else {
+                continue;
+            };
             let writes = {
                 let cluster = self.state.read();
-                plan(&cluster, &verdicts, &self.settings, &mut evented)
+                plan(&cluster, &verdicts, &settings, &mut evented)
             };
             for w in writes {
                 if let Err(e) = self.write(w).await {

@@ -296,15 +296,11 @@ pub fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
     check(a.pid_file != b.pid_file, "server.pid_file");
     check(a.upgrade_sock != b.upgrade_sock, "server.upgrade_sock");
     check(old.admin_listen != new.admin_listen, "admin.listen");
-    // The controller starts with the process: its watches, Lease and status writer keep the
-    // settings they started with (the classes are read again on every rebuild).
+    // The controller starts with the process: its watches and Lease keep the settings they
+    // started with (the classes and what status says are read again on every rebuild).
     match (&old.kubernetes, &new.kubernetes) {
         (Some(a), Some(b)) => {
             check(a.namespaces != b.namespaces, "kubernetes.namespaces");
-            check(
-                a.publish != b.publish,
-                "kubernetes.publish_service/publish_address",
-            );
             check(
                 a.lease_namespace != b.lease_namespace
                     || a.lease_name != b.lease_name
@@ -359,7 +355,7 @@ mod tests {
             (base, &[]),
             ("[kubernetes]\nnamespaces = [\"a\"]\ningress_class = \"other\"\n", &[]),
             ("[kubernetes]\nnamespaces = [\"b\"]\n", &["kubernetes.namespaces"]),
-            ("[kubernetes]\nnamespaces = [\"a\"]\npublish_address = [\"1.2.3.4\"]\n", &["kubernetes.publish_service/publish_address"]),
+            ("[kubernetes]\nnamespaces = [\"a\"]\npublish_address = [\"1.2.3.4\"]\n", &[]),
             ("[kubernetes]\nnamespaces = [\"a\"]\nlease_duration_seconds = 30\n", &["kubernetes.lease_*"]),
             ("[[route]]\nupstream = \"builtin:echo\"\n", &["kubernetes"]),
         ];

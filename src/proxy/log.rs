@@ -9,6 +9,7 @@ use pingora::proxy::Session;
 
 use super::Ctx;
 use crate::config::AccessLogFormat;
+use crate::runtime::Runtime;
 use crate::span::{EdgeSpan, SpanError, SpanLink};
 
 /// Record the span and the access log line of a finished request.
@@ -22,7 +23,7 @@ pub(super) fn finish(session: &Session, ctx: &mut Ctx, status: u16, elapsed: Dur
     };
     let spans = &rt.export.sink;
     if spans.is_enabled() {
-        if let Some(span) = edge_span(session, ctx, idx, status, elapsed) {
+        if let Some(span) = edge_span(&rt, session, ctx, idx, status, elapsed) {
             spans.submit(span);
         }
     }
@@ -32,13 +33,13 @@ pub(super) fn finish(session: &Session, ctx: &mut Ctx, status: u16, elapsed: Dur
 }
 
 fn edge_span(
+    rt: &Runtime,
     session: &Session,
     ctx: &mut Ctx,
     idx: usize,
     status: u16,
     elapsed: Duration,
 ) -> Option<EdgeSpan> {
-    let rt = ctx.rt.clone();
     let plan = ctx.trace.as_mut()?;
     let route = &rt.routes[idx];
     let req = session.req_header();

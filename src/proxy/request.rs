@@ -231,23 +231,24 @@ pub(super) fn rewrite(
 
 /// The next healthy server of the route's pool, as a peer Pingora can connect to.
 pub(super) fn upstream_peer(ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-    let rt = ctx.rt.clone();
-    let route = ctx
-        .route()
-        .ok_or_else(|| pingora::Error::explain(ErrorType::InternalError, "no route"))?;
-    let pool = rt.pool(route).ok_or_else(|| {
-        pingora::Error::explain(ErrorType::InternalError, "route has no upstream pool")
-    })?;
-    let server = pool.select().ok_or_else(|| {
-        let mut e = pingora::Error::explain(
-            ErrorType::Custom("no_healthy_upstream"),
-            format!("no healthy server in upstream \"{}\"", pool.cfg.name),
-        );
-        e.esource = ErrorSource::Upstream;
-        e
-    })?;
-    ctx.upstream = Some(server.label.clone());
-    Ok(Box::new((*server.peer).clone()))
+    let (peer, label) = {
+        let route = ctx
+            .route()
+            .ok_or_else(|| pingora::Error::explain(ErrorType::InternalError, "no route"))?;
+        let pool = ctx.rt.pool(route).ok_or_else(|| {
+            pingora::Error::explain(ErrorType::InternalError, "route has no upstream pool")
+        })?;
+        pool.select().ok_or_else(|| {
+            let mut e = pingora::Error::explain(
+                ErrorType::Custom("no_healthy_upstream"),
+                format!("no healthy server in upstream \"{}\"", pool.cfg.name),
+            );
+            e.esource = ErrorSource::Upstream;
+            e
+        })?
+    };
+    ctx.upstream = Some(label);
+    Ok(peer)
 }
 
 /// The host a request is for: the `Host` header, or the URI authority (HTTP/2).

@@ -4,13 +4,14 @@
 //! [`HttpPeer`] built once. A pool of Kubernetes Services takes its servers from an
 //! [`EndpointFeed`] instead, and is [refreshed](Pool::refresh) when the endpoints change.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use futures::FutureExt;
 use pingora::lb::discovery::ServiceDiscovery;
@@ -30,7 +31,7 @@ pub trait EndpointFeed: Send + Sync {
 /// One server of a pool, ready to hand to Pingora.
 #[derive(Clone)]
 pub struct Server {
-    pub peer: Arc<HttpPeer>,
+    pub peer: HttpPeer,
     /// The address as text, for spans and logs.
     pub label: Arc<str>,
 }
@@ -39,6 +40,11 @@ pub struct Server {
 pub struct Pool {
     pub cfg: Upstream,
     lb: LoadBalancer<RoundRobin>,
+    /// Each current server's prebuilt peer, sorted by address; discovery replaces it. (Kept
+    /// beside the balancer rather than in `Backend::ext`: the balancer clones the chosen
+    /// backend, and a non-empty extension map would be cloned and allocated per request.)
+    servers: Arc<ArcSwap<Vec<(SocketAddr, Server)>>>,
+    template: Arc<Template>,
 }
 
 impl Pool {
@@ -53,11 +59,12 @@ impl Pool {
             )),
             None => None,
         };
-        let template = Template {
+        let template = Arc::new(Template {
             cfg: cfg.clone(),
             ca,
             group_key: settings_key(&cfg),
-        };
+        });
+        let servers = Arc::new(ArcSwap::from_pointee(Vec::new()));
         let discovery: Box<dyn ServiceDiscovery + Send + Sync> = if cfg.backends.is_empty() {
             let mut known = HashMap::new();
             for s in &cfg.servers {
@@ -66,9 +73,10 @@ impl Pool {
                 known.insert(s.clone(), addrs);
             }
             Box::new(Discovery {
-                template,
+                template: template.clone(),
                 last: Mutex::new(known),
                 looked_up: AtomicBool::new(false),
+                servers: servers.clone(),
             })
         } else {
             let feed = feed.ok_or_else(|| {
@@ -78,8 +86,9 @@ impl Pool {
                 )
             })?;
             Box::new(EndpointDiscovery {
-                template,
+                template: template.clone(),
                 feed: feed.clone(),
+                servers: servers.clone(),
             })
         };
         let mut lb = LoadBalancer::from_backends(Backends::new(discovery));
@@ -93,13 +102,26 @@ impl Pool {
             .now_or_never()
             .ok_or_else(|| format!("upstream {}: discovery did not answer at once", cfg.name))?
             .map_err(|e| format!("upstream {}: {e}", cfg.name))?;
-        Ok(Pool { cfg, lb })
+        Ok(Pool {
+            cfg,
+            lb,
+            servers,
+            template,
+        })
     }
 
-    /// The next healthy server, round robin.
-    pub fn select(&self) -> Option<Server> {
+    /// The next healthy server, round robin: its peer, ready for Pingora, and its label.
+    pub fn select(&self) -> Option<(Box<HttpPeer>, Arc<str>)> {
         let backend = self.lb.select(b"", 256)?;
-        backend.ext.get::<Server>().cloned()
+        let addr = backend.addr.as_inet()?;
+        let servers = self.servers.load();
+        let server = match servers.binary_search_by(|(a, _)| a.cmp(addr)) {
+            Ok(i) => &servers[i].1,
+            // Discovery publishes the table just before the balancer takes the new set, so a
+            // server it just removed can still be chosen once: build its peer.
+            Err(_) => return Some(self.template.server(*addr).into_parts()),
+        };
+        Some((Box::new(server.peer.clone()), server.label.clone()))
     }
 
     /// Take the servers from the discovery again now (a pool of Services after its endpoints
@@ -164,6 +186,12 @@ impl Pool {
     }
 }
 
+impl Server {
+    fn into_parts(self) -> (Box<HttpPeer>, Arc<str>) {
+        (Box::new(self.peer), self.label)
+    }
+}
+
 /// What every server's peer is built from.
 struct Template {
     cfg: Upstream,
@@ -185,7 +213,7 @@ impl Template {
         // settings must not be reused after a reload.
         peer.group_key = self.group_key;
         Server {
-            peer: Arc::new(peer),
+            peer,
             label: Arc::from(addr.to_string()),
         }
     }
@@ -204,10 +232,12 @@ fn settings_key(c: &Upstream) -> u64 {
 /// stitch's service discovery: each configured `host:port` resolved, the last good answer kept
 /// when a lookup fails.
 struct Discovery {
-    template: Template,
+    template: Arc<Template>,
     last: Mutex<HashMap<String, Vec<SocketAddr>>>,
     /// False until the first discovery, which uses the addresses resolved at build time.
     looked_up: AtomicBool,
+    /// Where the prebuilt peers of the discovered servers are published for `Pool::select`.
+    servers: Arc<ArcSwap<Vec<(SocketAddr, Server)>>>,
 }
 
 #[async_trait]
@@ -236,27 +266,49 @@ impl ServiceDiscovery for Discovery {
         for (s, addrs) in fresh {
             last.insert(s, addrs);
         }
-        let mut set = BTreeSet::new();
-        for addrs in last.values() {
-            for a in addrs {
-                let mut b = Backend {
-                    addr: pingora::protocols::l4::socket::SocketAddr::Inet(*a),
-                    weight: 1,
-                    ext: Default::default(),
-                };
-                b.ext.insert(self.template.server(*a));
-                set.insert(b);
-            }
-        }
-        Ok((set, HashMap::new()))
+        let addrs: BTreeSet<SocketAddr> = last.values().flatten().copied().collect();
+        drop(last);
+        let weighted: Vec<(SocketAddr, usize)> = addrs.into_iter().map(|a| (a, 1)).collect();
+        Ok((
+            publish(&self.servers, &self.template, &weighted),
+            HashMap::new(),
+        ))
     }
+}
+
+/// Publish the prebuilt peers of `weighted` (sorted by address, each once) for
+/// [`Pool::select`], keeping the peers of servers already known, and give the balancer its set.
+fn publish(
+    servers: &ArcSwap<Vec<(SocketAddr, Server)>>,
+    template: &Template,
+    weighted: &[(SocketAddr, usize)],
+) -> BTreeSet<Backend> {
+    let current = servers.load();
+    let next: Vec<(SocketAddr, Server)> = weighted
+        .iter()
+        .map(|(a, _)| match current.binary_search_by(|(c, _)| c.cmp(a)) {
+            Ok(i) => current[i].clone(),
+            Err(_) => (*a, template.server(*a)),
+        })
+        .collect();
+    servers.store(Arc::new(next));
+    weighted
+        .iter()
+        .map(|&(a, weight)| Backend {
+            addr: pingora::protocols::l4::socket::SocketAddr::Inet(a),
+            weight,
+            ext: Default::default(),
+        })
+        .collect()
 }
 
 /// The servers of a pool of Kubernetes Services: each Service's ready endpoints, weighted so
 /// that each Service gets its `weight`'s share of the requests whatever its endpoint count.
 struct EndpointDiscovery {
-    template: Template,
+    template: Arc<Template>,
     feed: Arc<dyn EndpointFeed>,
+    /// Where the prebuilt peers of the discovered servers are published for `Pool::select`.
+    servers: Arc<ArcSwap<Vec<(SocketAddr, Server)>>>,
 }
 
 #[async_trait]
@@ -271,20 +323,19 @@ impl ServiceDiscovery for EndpointDiscovery {
             .filter(|(w, e)| *w > 0 && !e.is_empty())
             .collect();
         let counts: Vec<(u32, usize)> = found.iter().map(|(w, e)| (*w, e.len())).collect();
-        let mut set = BTreeSet::new();
+        // An endpoint behind two of the Services gets both shares.
+        let mut weights: BTreeMap<SocketAddr, usize> = BTreeMap::new();
         for (weight, addrs) in &found {
             let w = endpoint_weight(*weight, addrs.len(), &counts);
             for a in addrs {
-                let mut b = Backend {
-                    addr: pingora::protocols::l4::socket::SocketAddr::Inet(*a),
-                    weight: w,
-                    ext: Default::default(),
-                };
-                b.ext.insert(self.template.server(*a));
-                set.insert(b);
+                *weights.entry(*a).or_default() += w;
             }
         }
-        Ok((set, HashMap::new()))
+        let weighted: Vec<(SocketAddr, usize)> = weights.into_iter().collect();
+        Ok((
+            publish(&self.servers, &self.template, &weighted),
+            HashMap::new(),
+        ))
     }
 }
 
@@ -352,9 +403,10 @@ mod tests {
         let addrs = pool.addresses();
         assert!(addrs.contains(&"127.0.0.2:7002".to_string()), "{addrs:?}");
         assert!(addrs.iter().any(|a| a.ends_with(":7001")), "{addrs:?}");
-        let s = pool.select().unwrap();
+        let (peer, label) = pool.select().unwrap();
+        assert!(addrs.contains(&label.to_string()), "{label}");
         assert_eq!(
-            s.peer.group_key,
+            peer.group_key,
             settings_key(&pool.cfg),
             "peers carry the settings key"
         );
@@ -366,16 +418,17 @@ mod tests {
         let cfg = upstream(&["no-such-host.invalid:80"]);
         let last: SocketAddr = "10.1.2.3:80".parse().unwrap();
         let discovery = Discovery {
-            template: Template {
+            template: Arc::new(Template {
                 group_key: settings_key(&cfg),
                 cfg,
                 ca: None,
-            },
+            }),
             last: Mutex::new(HashMap::from([(
                 "no-such-host.invalid:80".to_string(),
                 vec![last],
             )])),
             looked_up: AtomicBool::new(true),
+            servers: Arc::new(ArcSwap::from_pointee(Vec::new())),
         };
         let (backends, _) = discovery.discover().await.unwrap();
         let addrs: Vec<String> = backends.iter().map(|b| b.addr.to_string()).collect();

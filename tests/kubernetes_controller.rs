@@ -40,11 +40,16 @@ impl FakeApi {
 
     /// Start on `port` (0: any); a restarted API server comes back on the same address.
     fn start_on(port: u16) -> FakeApi {
+        FakeApi::start_with(port, &[])
+    }
+
+    fn start_with(port: u16, args: &[&str]) -> FakeApi {
         let peers = manifest_dir().join("tests/peers");
         let mut cmd = Command::new(peers_python());
         cmd.arg(peers.join("kube_apiserver.py"))
             .arg("--port")
             .arg(port.to_string())
+            .args(args)
             .current_dir(&peers);
         let (mut process, rx) = PeerProcess::spawn("kube_apiserver.py", cmd);
         let addr: SocketAddr = process.wait_line(&rx, "listening on ").parse().unwrap();
@@ -488,6 +493,25 @@ fn an_expired_watch_lists_again() {
             &[("kind", "endpointslice")]
         ) >= 2.0
     );
+}
+
+#[test]
+fn a_cluster_without_the_gateway_api_is_served_its_ingresses() {
+    let a = named("backend-a");
+    let api = FakeApi::start_with(0, &["--no-gateway-api"]);
+    api.apply(&format!(
+        "{}---\n{}",
+        my_service(&a),
+        ingress("minimal-ingress", "/testpath", "{}")
+    ));
+    // Ready although the HTTPRoute, Gateway and GatewayClass lists answer 404.
+    let s = stitch(&api, "replica-a", "");
+    assert_eq!(answer(&s, "/testpath"), "backend-a");
+    let refused = api.requests().iter().any(|r| {
+        r["path"] == "/apis/gateway.networking.k8s.io/v1/httproutes"
+            && r["query"]["watch"].is_null()
+    });
+    assert!(refused, "the HTTPRoutes were asked for");
 }
 
 #[test]

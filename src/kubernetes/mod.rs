@@ -379,6 +379,9 @@ async fn watch<K: Watched>(
                     let _ = tx.send(Changed {
                         endpoints_only: false,
                     });
+                } else if missing {
+                    // Still not served: said once above, retried with backoff.
+                    log::debug!("kubernetes: {} is still not served", K::KIND);
                 } else {
                     log::warn!("kubernetes: watching {}: {e}", K::KIND);
                 }

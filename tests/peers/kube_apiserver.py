@@ -23,7 +23,9 @@ The test drives it through `/_fake/...` (never used by stitch):
 - GET /_fake/writes: every write stitch made (method, path, body) with the Lease holders at
   that moment.
 
-Usage: kube_apiserver.py [--port N]; prints `listening on 127.0.0.1:PORT` when ready.
+Usage: kube_apiserver.py [--port N] [--no-gateway-api]; prints `listening on 127.0.0.1:PORT`
+when ready. `--no-gateway-api` serves no gateway.networking.k8s.io kinds (404, as a cluster
+without the Gateway API CRDs does).
 """
 
 import argparse
@@ -375,7 +377,11 @@ class Handler(BaseHTTPRequestHandler):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--no-gateway-api", action="store_true")
     args = parser.parse_args()
+    if args.no_gateway_api:
+        for res in [r for r in RESOURCES if r[0] == "gateway.networking.k8s.io"]:
+            del RESOURCES[res]
     lifeline.exit_when_stdin_closes()
     ThreadingHTTPServer.allow_reuse_address = True
     ThreadingHTTPServer.daemon_threads = True

@@ -1,5 +1,6 @@
-//! Route matching: host (exact or `*.example.com`) and path prefix; the longest prefix wins,
-//! then declaration order. Pure code over plain values.
+//! Route matching: host (exact or `*.example.com`) and path (prefix or exact); the longest path
+//! wins, then an exact path, then the more specific host, then declaration order. Pure code over
+//! plain values.
 
 /// How a route matches the request's host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,7 +91,8 @@ struct Entry {
 #[derive(Debug, Clone, Default)]
 pub struct Router {
     /// Declaration indexes, sorted by descending path length, exact paths before prefixes of
-    /// the same length, then declaration order.
+    /// the same length, then an exact host before a `*.` pattern before any host, then
+    /// declaration order.
     order: Vec<usize>,
     entries: Vec<Entry>,
 }
@@ -110,7 +112,15 @@ impl Router {
             .collect();
         let mut order: Vec<usize> = (0..entries.len()).collect();
         // Stable sort keeps declaration order among equal keys.
-        order.sort_by_key(|&i| (std::cmp::Reverse(entries[i].path.len()), !entries[i].exact));
+        order.sort_by_key(|&i| {
+            let e = &entries[i];
+            let host = match e.host {
+                Some(HostMatch::Exact(_)) => 0,
+                Some(HostMatch::Suffix(_)) => 1,
+                None => 2,
+            };
+            (std::cmp::Reverse(e.path.len()), !e.exact, host)
+        });
         Router { order, entries }
     }
 
@@ -219,11 +229,23 @@ mod tests {
         ]);
         assert_eq!(name("x", "/api/v2/a"), Some("api-v2"));
         assert_eq!(name("x", "/api/v1"), Some("api"));
-        // Same prefix length: declaration order, so the hostless "api" route comes first.
-        assert_eq!(name("a.example.com", "/api"), Some("api"));
+        // Same prefix length: the route with a host comes first for its hosts.
+        assert_eq!(name("a.example.com", "/api"), Some("hosted"));
+        assert_eq!(name("example.com", "/api"), Some("api"));
         assert_eq!(name("x", "/other"), Some("root"));
         let only_host = router(&[("h", Some("a.com"), "/")]);
         assert_eq!(only_host("b.com", "/"), None);
+        // A catch-all declared first does not shadow a host's routes of the same path; an exact
+        // host comes before a pattern; among equals, declaration order.
+        let hosts = router(&[
+            ("any", None, "/"),
+            ("wild", Some("*.a.com"), "/"),
+            ("exact", Some("x.a.com"), "/"),
+            ("exact-again", Some("x.a.com"), "/"),
+        ]);
+        assert_eq!(hosts("x.a.com", "/"), Some("exact"));
+        assert_eq!(hosts("y.a.com", "/"), Some("wild"));
+        assert_eq!(hosts("b.com", "/"), Some("any"));
         // `=` marks an exact path: it wins over a prefix of the same length, matches with a
         // query string, and never below it.
         let exact = router(&[
@@ -237,7 +259,6 @@ mod tests {
         let only_exact = router(&[("exact", None, "/a/="), ("root", None, "/")]);
         assert_eq!(only_exact("x", "/a/"), Some("exact"));
         assert_eq!(only_exact("x", "/a/b"), Some("root"));
-        assert_eq!(only_host("b.com", "/"), None);
         assert_eq!(only_host("a.com", "/x"), Some("h"));
     }
 }

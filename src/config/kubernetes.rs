@@ -935,6 +935,32 @@ mod tests {
     }
 
     #[test]
+    fn the_files_catch_all_route_does_not_shadow_an_ingress_host() {
+        let mut c = Cluster::default();
+        let spec = json!({"ingressClassName": "stitch", "rules": [{"host": "shop.example.com", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": backend("web", json!({"number": 80}))}]}}]});
+        c.ingresses
+            .insert(key("shop"), ingress("shop", spec, json!({})));
+        let text = format!(
+            "{FILE}[[route]]\nname = \"echo\"\npath = \"/\"\nupstream = \"builtin:echo\"\n"
+        );
+        let (config, _, _) = merge(desc(&text), &c).unwrap();
+        let router = crate::routing::Router::new(
+            config
+                .routes
+                .iter()
+                .map(|r| (r.host.as_ref(), r.path.as_str(), r.exact)),
+        );
+        let name = |host| {
+            config.routes[router.find(host, "/x").unwrap()]
+                .name
+                .as_str()
+        };
+        assert_eq!(name("shop.example.com"), "ingress/default/shop/0/0");
+        assert_eq!(name("other.example.com"), "echo");
+    }
+
+    #[test]
     fn only_ingresses_of_stitchs_class_are_served() {
         let paths = json!([{"path": "/", "pathType": "Prefix", "backend": backend("web", json!({"number": 80}))}]);
         #[rustfmt::skip]

@@ -235,6 +235,13 @@ impl Sources {
             .map(|r| r.name.clone())
             .collect();
         let old = self.live.swap(rt);
+        // A pool of Services made during the compile read the endpoints as they were then; one
+        // that changed since was refreshed in the runtime that was serving, not in this one.
+        for pool in &self.live.snapshot().pools {
+            if !pool.cfg.backends.is_empty() {
+                pool.refresh();
+            }
+        }
         for name in &removed {
             self.metrics.remove_route(name);
         }

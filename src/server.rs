@@ -56,6 +56,9 @@ pub struct Signals {
     pub live: Arc<Live>,
     pub inflight: Arc<AtomicUsize>,
     pub draining: Arc<AtomicBool>,
+    /// With `[kubernetes]`: asks the leader election to give the Lease up before the process
+    /// exits (so another replica writes status at once, not a lease duration later).
+    pub release_lease: Option<crate::kubernetes::leader::ReleaseHandle>,
 }
 
 #[async_trait]
@@ -118,6 +121,9 @@ impl ShutdownSignalWatch for Signals {
             .saturating_duration_since(tokio::time::Instant::now())
             .max(Duration::from_secs(1));
         self.live.snapshot().export.flush(left).await;
+        if let Some(release) = &self.release_lease {
+            release.release(Duration::from_secs(2)).await;
+        }
         // Nothing is in flight any more: Pingora need not wait for anything.
         ShutdownSignal::FastShutdown
     }
@@ -294,10 +300,18 @@ pub fn build(loaded: Loaded, opts: &RunOptions) -> anyhow::Result<Built> {
     let live = Arc::new(Live::new(rt));
 
     let app = Stitch::new(live.clone(), metrics.clone());
+    let (release_lease, release_requests) = match &kubernetes {
+        Some(_) => {
+            let (handle, requests) = crate::kubernetes::leader::ReleaseHandle::new();
+            (Some(handle), Some(requests))
+        }
+        None => (None, None),
+    };
     let signals = Signals {
         live: live.clone(),
         inflight: app.inflight.clone(),
         draining: app.draining.clone(),
+        release_lease,
     };
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, app);
     for a in &proxy_addrs {
@@ -324,6 +338,7 @@ pub fn build(loaded: Loaded, opts: &RunOptions) -> anyhow::Result<Built> {
             sources,
             state,
             metrics: metrics.clone(),
+            release_requests,
         };
         server.add_service(background_service(
             "kubernetes",

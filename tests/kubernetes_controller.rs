@@ -181,8 +181,14 @@ fn stitch(api: &FakeApi, name: &str, extra: &str) -> Stitch {
 
 /// [`stitch`], returning once its listeners are up, ready or not.
 fn stitch_unready(kubeconfig: &std::path::Path, name: &str, extra: &str) -> Stitch {
+    // A short Lease unless the test sets one: a replica killed is replaced within seconds.
+    let lease = if extra.contains("lease_duration_seconds") {
+        ""
+    } else {
+        "lease_duration_seconds = 2\n"
+    };
     let config = format!(
-        "{}[kubernetes]\nlease_duration_seconds = 2\n{extra}\n\
+        "{}[kubernetes]\n{lease}{extra}\n\
          [cors.app]\nallowed_origins = [\"https://app.example.com\"]\n",
         base_config()
     );
@@ -661,6 +667,62 @@ fn two_replicas_elect_one_status_writer() {
             "{w}"
         );
     }
+}
+
+#[test]
+fn a_leader_stopping_on_sigterm_gives_the_lease_up() {
+    let a = named("backend-a");
+    let api = FakeApi::start();
+    api.apply(&my_service(&a));
+    let names = ["replica-a", "replica-b"];
+    // A 30 s Lease, renewed every 10 s: without the hand-over the other replica would wait 30 s.
+    let mut replicas: Vec<Option<Stitch>> = names
+        .iter()
+        .map(|n| Some(stitch(&api, n, "lease_duration_seconds = 30")))
+        .collect();
+    let is_leader = |s: &Stitch| kube_metric(s, "stitch_kubernetes_leader", &[]) == 1.0;
+    let lead = wait_for(
+        "one leader",
+        Duration::from_secs(10),
+        || {
+            let leading: Vec<bool> = replicas.iter().flatten().map(is_leader).collect();
+            (leading.iter().filter(|l| **l).count() == 1)
+                .then(|| leading.iter().position(|l| *l).unwrap())
+        },
+        || {
+            let all = replicas.iter().flatten().map(|s| s.stderr());
+            all.collect::<Vec<_>>().join("\n---\n")
+        },
+    );
+    let follow = 1 - lead;
+    let mut leader = replicas[lead].take().unwrap();
+    leader.terminate();
+    assert!(
+        leader.wait_exit(Duration::from_secs(15)).is_some(),
+        "{}",
+        leader.stderr()
+    );
+    assert!(
+        leader
+            .stderr()
+            .contains("gave lease default/stitch-controller up"),
+        "{}",
+        leader.stderr()
+    );
+    let stopped = Instant::now();
+    let other = replicas[follow].as_ref().unwrap();
+    wait_for(
+        "the other replica to lead well before the Lease would have run out",
+        Duration::from_secs(15),
+        || is_leader(other).then_some(()),
+        || other.stderr(),
+    );
+    eprintln!(
+        "the other replica led {:?} after the leader stopped",
+        stopped.elapsed()
+    );
+    let lease = api.get("/apis/coordination.k8s.io/v1/namespaces/default/leases/stitch-controller");
+    assert_eq!(lease["spec"]["holderIdentity"], names[follow]);
 }
 
 /// Gateway API conformance (HTTPRoute, core): `HTTPRouteSimpleSameNamespace`,

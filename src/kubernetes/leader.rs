@@ -3,7 +3,8 @@
 //! Lease over once it has seen the same record unchanged for a whole duration (its own clock
 //! only, so clock skew between nodes does not matter). Writes carry the `resourceVersion` they
 //! read, so two replicas racing for the Lease cannot both win. Only the leader writes status;
-//! every replica serves traffic either way.
+//! every replica serves traffic either way. A leader stopping on SIGTERM gives the Lease up
+//! (no holder, a 1 s duration), so another replica takes it over at its next round.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -32,6 +33,29 @@ pub fn identity() -> String {
     format!("{host}-{}", std::process::id())
 }
 
+/// Asks the election to give the Lease up, and waits for it to be done.
+pub struct ReleaseHandle {
+    requests: tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// The election's end of a [`ReleaseHandle`].
+pub type ReleaseRequests = tokio::sync::mpsc::Receiver<tokio::sync::oneshot::Sender<()>>;
+
+impl ReleaseHandle {
+    pub fn new() -> (ReleaseHandle, ReleaseRequests) {
+        let (requests, rx) = tokio::sync::mpsc::channel(1);
+        (ReleaseHandle { requests }, rx)
+    }
+
+    /// Give the Lease up if this replica holds it; waits at most `within`.
+    pub async fn release(&self, within: Duration) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if self.requests.try_send(done).is_ok() {
+            let _ = tokio::time::timeout(within, wait).await;
+        }
+    }
+}
+
 /// One replica's part in the election.
 pub struct Election {
     pub client: Client,
@@ -51,14 +75,34 @@ struct Observed {
 impl Election {
     /// Try to acquire or renew every third of the duration, forever. `leading` is true while
     /// this replica holds the Lease.
-    pub async fn run(self, leading: Arc<AtomicBool>, state: Arc<ClusterState>) {
+    pub async fn run(
+        self,
+        leading: Arc<AtomicBool>,
+        state: Arc<ClusterState>,
+        mut release: Option<ReleaseRequests>,
+    ) {
         let api: Api<Lease> = Api::namespaced(self.client.clone(), &self.namespace);
         let mut observed: Option<Observed> = None;
         let mut renewed: Option<Instant> = None;
         let mut tick = tokio::time::interval(self.duration / 3);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                Some(done) = async { release.as_mut()?.recv().await }, if release.is_some() => {
+                    if leading.swap(false, Ordering::AcqRel) {
+                        self.metrics.kubernetes.leader.set(0);
+                        if let Err(e) = self.give_up(&api).await {
+                            log::warn!("kubernetes: giving lease {}/{} up: {e}", self.namespace, self.name);
+                        } else {
+                            log::info!("kubernetes: {} gave lease {}/{} up", self.identity, self.namespace, self.name);
+                        }
+                    }
+                    let _ = done.send(());
+                    // Stopping: never take the Lease again.
+                    return;
+                }
+            }
             let now_leading = match self.step(&api, &mut observed).await {
                 Ok(l) => {
                     if l {
@@ -159,6 +203,29 @@ impl Election {
             }
             // Another replica wrote first: it holds the Lease now.
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Leave the Lease without a holder, expiring at once, if this replica still holds it.
+    async fn give_up(&self, api: &Api<Lease>) -> kube::Result<()> {
+        let Some(mut lease) = api.get_opt(&self.name).await? else {
+            return Ok(());
+        };
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return Ok(());
+        }
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        spec.renew_time = Some(MicroTime(k8s_openapi::jiff::Timestamp::now()));
+        match api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Taken over meanwhile: nothing of ours to give up.
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
             Err(e) => Err(e),
         }
     }

@@ -206,6 +206,8 @@ pub struct Controller {
     pub sources: Arc<Sources>,
     pub state: Arc<ClusterState>,
     pub metrics: Arc<Metrics>,
+    /// Requests to give the Lease up (SIGTERM), for the election.
+    pub release_requests: Option<leader::ReleaseRequests>,
 }
 
 impl Controller {
@@ -260,9 +262,11 @@ impl Controller {
             identity,
             metrics: self.metrics.clone(),
         };
-        watches.push(tokio::spawn(
-            election.run(leading.clone(), self.state.clone()),
-        ));
+        watches.push(tokio::spawn(election.run(
+            leading.clone(),
+            self.state.clone(),
+            self.release_requests,
+        )));
         watches.push(tokio::spawn(writer.run(leading)));
         loop {
             let first = tokio::select! {

@@ -1,8 +1,10 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (alive) and `/readyz`
-//! (config loaded and every proxy listener accepting). A deliberately small HTTP/1.1 server:
+//! (config loaded, the reloader listening for SIGHUP and changes, every proxy listener
+//! accepting, and with `[kubernetes]` the cluster's objects listed once). A deliberately small HTTP/1.1 server:
 //! one request per connection, answered and closed.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +18,11 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// The proxy's listen addresses, as bound.
     pub proxy_listen: Vec<SocketAddr>,
+    /// True once the reloader listens for SIGHUP and watches the config.
+    pub reloader_ready: Arc<AtomicBool>,
+    /// With `[kubernetes]`: true once the cluster's objects were listed and served (stays true
+    /// when the API server goes away later).
+    pub cluster_ready: Option<Arc<AtomicBool>>,
 }
 
 /// Serve admin requests on `listener` until `shutdown` turns true.
@@ -83,7 +90,23 @@ async fn handle(mut stream: TcpStream, state: &AdminState) {
         ("GET", "/healthz") => ("200 OK", "text/plain", b"ok\n".to_vec()),
         ("GET", "/readyz") => {
             let down = not_accepting(&state.proxy_listen).await;
-            if down.is_empty() {
+            let unsynced = state
+                .cluster_ready
+                .as_ref()
+                .is_some_and(|r| !r.load(Ordering::Acquire));
+            if !state.reloader_ready.load(Ordering::Acquire) {
+                (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    b"not ready: the configuration reloader is starting\n".to_vec(),
+                )
+            } else if unsynced {
+                (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    b"not ready: the Kubernetes objects have not been listed yet\n".to_vec(),
+                )
+            } else if down.is_empty() {
                 ("200 OK", "text/plain", b"ready\n".to_vec())
             } else {
                 let list: Vec<String> = down.iter().map(|a| a.to_string()).collect();

@@ -3,7 +3,7 @@
 
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, Opts, Registry, TextEncoder,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::span::ExportMetrics;
@@ -27,6 +27,27 @@ pub struct Metrics {
     pub sampling_overridden: IntCounterVec,
     pub export: ExportMetrics,
     pub config: ConfigMetrics,
+    pub kubernetes: KubernetesMetrics,
+}
+
+/// The ingress controller's metrics (`stitch_kubernetes_*`).
+pub struct KubernetesMetrics {
+    /// `stitch_kubernetes_objects{kind}`: objects of each watched kind seen.
+    pub objects: IntGaugeVec,
+    /// `stitch_kubernetes_refused{kind,reason}`: objects stitch is responsible for and refused.
+    pub refused: IntGaugeVec,
+    /// `stitch_kubernetes_last_sync_timestamp_seconds`: the last list or watch event applied.
+    pub last_sync: Gauge,
+    /// `stitch_kubernetes_synced`: every kind has been listed (1 from then on).
+    pub synced: IntGauge,
+    /// `stitch_kubernetes_lists_total{kind}`: full lists (the first, and after a 410 Gone).
+    pub lists: IntCounterVec,
+    /// `stitch_kubernetes_watch_errors_total{kind}`
+    pub watch_errors: IntCounterVec,
+    /// `stitch_kubernetes_leader`: this replica holds the Lease and writes status.
+    pub leader: IntGauge,
+    /// `stitch_kubernetes_status_writes_total{kind}`: status patches and Events written.
+    pub status_writes: IntCounterVec,
 }
 
 /// The live configuration's metrics.
@@ -177,6 +198,7 @@ impl Metrics {
             export: ExportMetrics::register(&registry)
                 .unwrap_or_else(|e| panic!("export metrics: {e}")),
             config: ConfigMetrics::register(&registry),
+            kubernetes: KubernetesMetrics::register(&registry),
             registry,
         }
     }
@@ -268,6 +290,75 @@ impl ConfigMetrics {
             last_successful,
             last_success_time,
             info,
+        }
+    }
+}
+
+impl KubernetesMetrics {
+    fn register(registry: &Registry) -> KubernetesMetrics {
+        let gauges = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("gauge");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("register gauge");
+            g
+        };
+        let objects = gauges(
+            "stitch_kubernetes_objects",
+            "Objects of each watched kind, as last seen.",
+            &["kind"],
+        );
+        let refused = gauges(
+            "stitch_kubernetes_refused",
+            "Ingresses and HTTPRoutes of stitch's that it refused, by kind and reason.",
+            &["kind", "reason"],
+        );
+        let last_sync = Gauge::new(
+            "stitch_kubernetes_last_sync_timestamp_seconds",
+            "Unix time of the last list or watch event from the API server.",
+        )
+        .expect("gauge");
+        let synced = IntGauge::new(
+            "stitch_kubernetes_synced",
+            "Whether every watched kind has been listed (1 from then on).",
+        )
+        .expect("gauge");
+        let leader = IntGauge::new(
+            "stitch_kubernetes_leader",
+            "Whether this replica holds the leader-election Lease and writes status.",
+        )
+        .expect("gauge");
+        for g in [
+            Box::new(last_sync.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(synced.clone()),
+            Box::new(leader.clone()),
+        ] {
+            registry.register(g).expect("register kubernetes metrics");
+        }
+        KubernetesMetrics {
+            objects,
+            refused,
+            last_sync,
+            synced,
+            lists: counter(
+                registry,
+                "stitch_kubernetes_lists_total",
+                "Full lists of a kind: the first, and each after a watch expired (410 Gone).",
+                &["kind"],
+            ),
+            watch_errors: counter(
+                registry,
+                "stitch_kubernetes_watch_errors_total",
+                "Failed lists and watches, by kind (each is retried with backoff).",
+                &["kind"],
+            ),
+            leader,
+            status_writes: counter(
+                registry,
+                "stitch_kubernetes_status_writes_total",
+                "Status patches and Events written, by kind (ingress, httproute, event).",
+                &["kind"],
+            ),
         }
     }
 }

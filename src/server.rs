@@ -17,9 +17,10 @@ use tokio::signal::unix;
 
 use crate::admin::{self, AdminState};
 use crate::config::Loaded;
+use crate::kubernetes::{ClusterState, Controller};
 use crate::metrics::Metrics;
 use crate::proxy::Stitch;
-use crate::runtime::reload::{self, Reloader};
+use crate::runtime::reload::{self, ClusterSource, Reloader, Sources};
 use crate::runtime::{compile, config_hash, Live, Task};
 
 /// How stitch was started.
@@ -55,6 +56,9 @@ pub struct Signals {
     pub live: Arc<Live>,
     pub inflight: Arc<AtomicUsize>,
     pub draining: Arc<AtomicBool>,
+    /// With `[kubernetes]`: asks the leader election to give the Lease up before the process
+    /// exits (so another replica writes status at once, not a lease duration later).
+    pub release_lease: Option<crate::kubernetes::leader::ReleaseHandle>,
 }
 
 #[async_trait]
@@ -117,6 +121,9 @@ impl ShutdownSignalWatch for Signals {
             .saturating_duration_since(tokio::time::Instant::now())
             .max(Duration::from_secs(1));
         self.live.snapshot().export.flush(left).await;
+        if let Some(release) = &self.release_lease {
+            release.release(Duration::from_secs(2)).await;
+        }
         // Nothing is in flight any more: Pingora need not wait for anything.
         ShutdownSignal::FastShutdown
     }
@@ -182,6 +189,21 @@ impl BackgroundService for ReloadService {
     }
 }
 
+/// Runs the Kubernetes controller on Pingora's background runtime.
+struct ControllerService {
+    job: Mutex<Option<Controller>>,
+}
+
+#[async_trait]
+impl BackgroundService for ControllerService {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        let job = self.job.lock().ok().and_then(|mut j| j.take());
+        if let Some(controller) = job {
+            controller.run(shutdown).await;
+        }
+    }
+}
+
 struct AdminService {
     listener: Mutex<Option<TcpListener>>,
     /// Bound later: an upgrade waits for the old process to release the address.
@@ -215,7 +237,8 @@ impl BackgroundService for AdminService {
 
 /// Build the server; nothing is served until `server.run()`.
 pub fn build(loaded: Loaded, opts: &RunOptions) -> anyhow::Result<Built> {
-    let Loaded { config, text } = loaded;
+    let hash = config_hash(&loaded);
+    let config = loaded.config;
     let metrics = Arc::new(Metrics::new());
     let proxy_addrs = resolve_listen(&config.server.listen, opts.upgrade)?;
 
@@ -264,17 +287,31 @@ pub fn build(loaded: Loaded, opts: &RunOptions) -> anyhow::Result<Built> {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let hash = config_hash(&text, &config);
-    let (rt, tasks) = compile(config, hash, 1, &metrics, None).map_err(|e| anyhow::anyhow!(e))?;
+    let cluster = config
+        .kubernetes
+        .as_ref()
+        .map(|_| Arc::new(ClusterState::new(metrics.clone())));
+    let feed = cluster.as_ref().map(|c| c.feed());
+    let kubernetes = config.kubernetes.clone();
+    let (rt, tasks) =
+        compile(config, hash, 1, &metrics, None, feed.as_ref()).map_err(|e| anyhow::anyhow!(e))?;
     reload::record_initial(&metrics, &rt);
     let read_buffer = rt.config.server.read_buffer_bytes;
     let live = Arc::new(Live::new(rt));
 
     let app = Stitch::new(live.clone(), metrics.clone());
+    let (release_lease, release_requests) = match &kubernetes {
+        Some(_) => {
+            let (handle, requests) = crate::kubernetes::leader::ReleaseHandle::new();
+            (Some(handle), Some(requests))
+        }
+        None => (None, None),
+    };
     let signals = Signals {
         live: live.clone(),
         inflight: app.inflight.clone(),
         draining: app.draining.clone(),
+        release_lease,
     };
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, app);
     for a in &proxy_addrs {
@@ -283,12 +320,33 @@ pub fn build(loaded: Loaded, opts: &RunOptions) -> anyhow::Result<Built> {
     }
     server.add_service(proxy);
 
-    let reloader = Reloader {
-        path: opts.config_path.clone(),
+    let sources = Arc::new(Sources::new(
+        opts.config_path.clone(),
         live,
-        metrics: metrics.clone(),
+        metrics.clone(),
+        cluster.clone().map(|c| c as Arc<dyn ClusterSource>),
+    ));
+    let reloader_installed = Arc::new(AtomicBool::new(false));
+    let reloader = Reloader {
+        sources: sources.clone(),
         watch: opts.watch,
+        installed: reloader_installed.clone(),
     };
+    if let (Some(settings), Some(state)) = (kubernetes, cluster.clone()) {
+        let controller = Controller {
+            settings,
+            sources,
+            state,
+            metrics: metrics.clone(),
+            release_requests,
+        };
+        server.add_service(background_service(
+            "kubernetes",
+            ControllerService {
+                job: Mutex::new(Some(controller)),
+            },
+        ));
+    }
     server.add_service(background_service(
         "runtime",
         ReloadService {
@@ -302,6 +360,8 @@ pub fn build(loaded: Loaded, opts: &RunOptions) -> anyhow::Result<Built> {
         state: Arc::new(AdminState {
             metrics,
             proxy_listen: proxy_addrs.clone(),
+            reloader_ready: reloader_installed,
+            cluster_ready: cluster.map(|c| c.ready_flag()),
         }),
     };
     server.add_service(background_service("admin", admin));

@@ -32,6 +32,26 @@ pub struct Description {
     pub propagation: BTreeMap<String, At<PropagationFile>>,
     #[serde(default)]
     pub route: Vec<At<RouteFile>>,
+    pub kubernetes: Option<At<KubernetesFile>>,
+}
+
+/// `[kubernetes]`: the ingress controller mode.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesFile {
+    #[serde(default = "default_ingress_class")]
+    pub ingress_class: At<String>,
+    #[serde(default = "default_controller_name")]
+    pub controller_name: At<String>,
+    #[serde(default)]
+    pub namespaces: Vec<At<String>>,
+    pub publish_service: Option<At<String>>,
+    pub publish_address: Option<At<Vec<String>>>,
+    pub lease_namespace: Option<At<String>>,
+    #[serde(default = "default_lease_name")]
+    pub lease_name: At<String>,
+    #[serde(default = "default_lease_seconds")]
+    pub lease_duration_seconds: At<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -170,6 +190,32 @@ pub struct UpstreamFile {
     /// How often server names are resolved again (like Envoy's strict DNS).
     #[serde(default = "default_resolve_ms")]
     pub resolve_interval_ms: At<i64>,
+    /// Kubernetes Services instead of `servers` (pools made from the cluster; not a TOML key).
+    #[serde(skip)]
+    pub backends: Vec<crate::config::ServiceBackend>,
+    /// Made from the cluster (`backends` may then be empty: no backend reference resolved).
+    #[serde(skip)]
+    pub from_cluster: bool,
+}
+
+impl UpstreamFile {
+    /// A pool of Kubernetes Services, with the default timeouts.
+    pub fn services(backends: Vec<crate::config::ServiceBackend>) -> UpstreamFile {
+        UpstreamFile {
+            servers: At::new_default(Vec::new()),
+            connect_timeout_ms: default_connect_ms(),
+            read_timeout_ms: default_rw_ms(),
+            write_timeout_ms: default_rw_ms(),
+            tls: false,
+            sni: None,
+            verify_cert: true,
+            ca_file: None,
+            health_check: None,
+            resolve_interval_ms: default_resolve_ms(),
+            backends,
+            from_cluster: true,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -189,6 +235,9 @@ pub struct RouteFile {
     pub upstream: At<String>,
     pub cors: Option<At<String>>,
     pub propagation: Option<At<String>>,
+    /// Match `path` exactly (Ingress `Exact`, HTTPRoute `Exact`; not a TOML key).
+    #[serde(skip)]
+    pub exact: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -274,6 +323,18 @@ fn default_resolve_ms() -> At<i64> {
 }
 fn default_hc_interval() -> At<i64> {
     At::new_default(5_000)
+}
+fn default_ingress_class() -> At<String> {
+    At::new_default("stitch".to_string())
+}
+fn default_controller_name() -> At<String> {
+    At::new_default("stitch.dev/gateway-controller".to_string())
+}
+fn default_lease_name() -> At<String> {
+    At::new_default("stitch-controller".to_string())
+}
+fn default_lease_seconds() -> At<i64> {
+    At::new_default(15)
 }
 fn default_path() -> At<String> {
     At::new_default("/".to_string())

@@ -1,11 +1,13 @@
-//! Configuration, as one pipeline: a source produces a [`Description`] (today the TOML file,
-//! `file`; later Kubernetes objects), `env` applies the `DD_*` / `OTEL_*` overrides to it, and
-//! `validate` turns it into the [`Config`] stitch runs on, reporting every problem with where
-//! it came from. Nothing here knows about Pingora; `crate::runtime` compiles a `Config`.
+//! Configuration, as one pipeline: sources produce a [`Description`] (the TOML file, `file`,
+//! and with `[kubernetes]` the cluster's objects, `kubernetes`, merged into it), `env` applies
+//! the `DD_*` / `OTEL_*` overrides, and `validate` turns it into the [`Config`] stitch runs on,
+//! reporting every problem with where it came from. Nothing here knows about Pingora;
+//! `crate::runtime` compiles a `Config`.
 
 pub mod description;
 pub mod env;
 pub mod file;
+pub mod kubernetes;
 mod validate;
 
 use std::fmt;
@@ -29,6 +31,27 @@ pub enum Location {
     Env(&'static str),
     /// A default value: there is nothing to point at.
     Default,
+    /// A Kubernetes object (an Ingress, an HTTPRoute) the value was made from.
+    Object(ObjectRef),
+}
+
+/// A Kubernetes object, printed `kind/namespace/name` (`kind/name` when cluster-scoped).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectRef {
+    /// `ingress`, `httproute`, ...: the kind in lower case, as `kubectl` names it.
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{}/{}", self.kind, self.name)
+        } else {
+            write!(f, "{}/{}/{}", self.kind, self.namespace, self.name)
+        }
+    }
 }
 
 /// A value with its [`Location`]. TOML fills the location from the parser's spans.
@@ -109,6 +132,7 @@ impl fmt::Display for ConfigErrors {
             match &e.at {
                 Location::Line(n) => write!(f, "{file}:{n}: ")?,
                 Location::Env(var) => write!(f, "{file}: env {var}: ")?,
+                Location::Object(o) => write!(f, "{o}: ")?,
                 Location::Offset(_) | Location::Default => write!(f, "{file}: ")?,
             }
             write!(f, "{}: {}", e.key, e.message)?;
@@ -135,6 +159,36 @@ pub struct Config {
     pub profiles: Vec<Profile>,
     /// Span export, after the `DD_*` / `OTEL_*` overrides.
     pub export: ExportSettings,
+    /// The ingress controller mode (`[kubernetes]`), when on.
+    pub kubernetes: Option<KubernetesSettings>,
+}
+
+/// `[kubernetes]`: take routes from the cluster's Ingresses and HTTPRoutes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesSettings {
+    /// The IngressClass whose Ingresses stitch serves.
+    pub ingress_class: String,
+    /// The GatewayClass `controllerName` whose Gateways stitch serves.
+    pub controller_name: String,
+    /// Namespaces watched (empty: all).
+    pub namespaces: Vec<String>,
+    /// Where Ingress status addresses come from.
+    pub publish: Publish,
+    /// The leader-election Lease (`namespace`, `name`); only its holder writes status.
+    pub lease_namespace: Option<String>,
+    pub lease_name: String,
+    pub lease_duration: Duration,
+}
+
+/// The address written into `status.loadBalancer` of the Ingresses stitch serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Publish {
+    /// None: status is left empty.
+    Nothing,
+    /// `namespace/name` of a Service whose `status.loadBalancer` is copied.
+    Service { namespace: String, name: String },
+    /// Fixed IPs or host names.
+    Addresses(Vec<String>),
 }
 
 impl Config {
@@ -258,6 +312,35 @@ pub struct Upstream {
     pub ca: Option<CaFile>,
     pub health_check: Option<Duration>,
     pub resolve_interval: Duration,
+    /// Kubernetes Services whose ready endpoints are the servers (instead of `servers`),
+    /// kept current by the controller without recompiling.
+    pub backends: Vec<ServiceBackend>,
+}
+
+/// One Service port behind a pool, with its share of the traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceBackend {
+    pub namespace: String,
+    pub service: String,
+    pub port: ServicePort,
+    /// Relative weight among the pool's backends (HTTPRoute `backendRefs[].weight`).
+    pub weight: u32,
+}
+
+/// A Service port, by number or by name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ServicePort {
+    Number(i32),
+    Name(String),
+}
+
+impl fmt::Display for ServicePort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServicePort::Number(n) => write!(f, "{n}"),
+            ServicePort::Name(n) => f.write_str(n),
+        }
+    }
 }
 
 /// Where a route sends its requests.
@@ -275,6 +358,8 @@ pub struct Route {
     pub name: String,
     pub host: Option<HostMatch>,
     pub path: String,
+    /// Match `path` exactly instead of as a prefix.
+    pub exact: bool,
     pub target: Target,
     /// Index into [`Config::cors`].
     pub cors: Option<usize>,
@@ -291,6 +376,9 @@ pub struct Loaded {
     pub config: Config,
     /// The file's text, for the content hash.
     pub text: String,
+    /// What the cluster contributed, in a canonical text form, for the content hash (empty
+    /// without `[kubernetes]`).
+    pub cluster: String,
 }
 
 /// Read, parse, apply the process environment and validate a configuration file.

@@ -16,7 +16,7 @@ use arc_swap::ArcSwap;
 use prometheus::IntCounter;
 
 pub use export::ExportHandle;
-pub use pool::Pool;
+pub use pool::{EndpointFeed, Pool};
 pub use route::RouteRuntime;
 
 use crate::config::{AccessLog, Config, ServiceSettings, Target};
@@ -70,13 +70,14 @@ pub type Task = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 
 
 /// Compile `config` into a runtime. Pools and the exporter whose settings did not change are
 /// taken over from `previous` (their connections, health and queues continue); new ones come
-/// with the tasks that keep them running.
+/// with the tasks that keep them running. Pools of Kubernetes Services read `feed`.
 pub fn compile(
     config: Config,
     hash: String,
     generation: u64,
     metrics: &Arc<Metrics>,
     previous: Option<&Runtime>,
+    feed: Option<&Arc<dyn EndpointFeed>>,
 ) -> Result<(Runtime, Vec<Task>), String> {
     let mut tasks: Vec<Task> = Vec::new();
     let mut pools = Vec::new();
@@ -85,7 +86,7 @@ pub fn compile(
         let pool = match kept {
             Some(pool) => pool,
             None => {
-                let pool = Arc::new(Pool::new(up.clone())?);
+                let pool = Arc::new(Pool::new(up.clone(), feed)?);
                 tasks.push(Box::pin(Pool::maintain(&pool)));
                 pool
             }
@@ -116,7 +117,7 @@ pub fn compile(
         config
             .routes
             .iter()
-            .map(|r| (r.host.as_ref(), r.path.as_str())),
+            .map(|r| (r.host.as_ref(), r.path.as_str(), r.exact)),
     );
     Ok((
         Runtime {
@@ -185,9 +186,18 @@ pub fn content_hash<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> String {
     format!("{h:016x}")
 }
 
-/// The content hash of a loaded configuration: its text and every file it references.
-pub fn config_hash(text: &str, config: &Config) -> String {
+/// The content hash of a loaded configuration: its text, every file it references, and what
+/// the cluster contributed.
+pub fn config_hash(loaded: &crate::config::Loaded) -> String {
+    let crate::config::Loaded {
+        config,
+        text,
+        cluster,
+    } = loaded;
     let mut parts: Vec<&[u8]> = vec![text.as_bytes()];
+    if !cluster.is_empty() {
+        parts.push(cluster.as_bytes());
+    }
     for u in &config.upstreams {
         if let Some(ca) = &u.ca {
             parts.push(&ca.pem);

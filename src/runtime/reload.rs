@@ -2,6 +2,10 @@
 //! validated and compiled, and only then swapped in. A bad file leaves the running runtime
 //! untouched and every problem logged with its line.
 //!
+//! [`Sources::rebuild`] is the one way a new runtime is made after the first: the reloader
+//! calls it for the file, the Kubernetes controller for the cluster's objects (merged with the
+//! file), one rebuild at a time.
+//!
 //! The watch is on the *directory*, not the file: editors and Kubernetes replace the file by a
 //! rename (a ConfigMap volume swaps a `..data` symlink), which a watch on the file itself would
 //! miss. Events are debounced, and a change is applied only when the content hash (the file's
@@ -16,7 +20,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use super::{compile, config_hash, Live, Runtime, Task};
+use super::{compile, config_hash, EndpointFeed, Live, Runtime, Task};
+use crate::config::kubernetes::{Cluster, Verdict};
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
 
@@ -26,11 +31,12 @@ const DEBOUNCE: Duration = Duration::from_millis(150);
 
 /// Reloads the live runtime from its file.
 pub struct Reloader {
-    pub path: PathBuf,
-    pub live: Arc<Live>,
-    pub metrics: Arc<Metrics>,
+    pub sources: Arc<Sources>,
     /// Watch the config's directory (off: SIGHUP only).
     pub watch: bool,
+    /// Set once the SIGHUP handler and the watch are in place (`/readyz` waits for it: before
+    /// it a SIGHUP would end the process and a change of the file would go unseen).
+    pub installed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Why a reload was attempted.
@@ -38,6 +44,29 @@ pub struct Reloader {
 pub enum Trigger {
     Signal,
     FileChange,
+    /// The Kubernetes objects changed.
+    Cluster,
+}
+
+/// The second source of the configuration: the cluster's objects as the controller keeps them.
+pub trait ClusterSource: Send + Sync {
+    /// The objects to merge with the file (none before the first sync).
+    fn objects(&self) -> Option<Cluster>;
+    /// Where pools of Services find their endpoints.
+    fn feed(&self) -> Arc<dyn EndpointFeed>;
+    /// What became of each object after a rebuild (served or refused).
+    fn verdicts(&self, verdicts: Vec<Verdict>);
+}
+
+/// Where the configuration comes from, and the runtime it is compiled into.
+pub struct Sources {
+    pub path: PathBuf,
+    pub live: Arc<Live>,
+    pub metrics: Arc<Metrics>,
+    /// With `[kubernetes]`: the cluster's objects.
+    pub cluster: Option<Arc<dyn ClusterSource>>,
+    /// One rebuild at a time (a file change and a cluster change may come together).
+    rebuilding: Mutex<()>,
 }
 
 /// What a reload did.
@@ -102,8 +131,8 @@ impl Reloader {
                 w,
                 &mut watched,
                 &names,
-                &self_.path,
-                &self_.live.snapshot().config,
+                &self_.sources.path,
+                &self_.sources.live.snapshot().config,
             );
         }
         let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
@@ -113,6 +142,9 @@ impl Reloader {
                 None
             }
         };
+        self_
+            .installed
+            .store(true, std::sync::atomic::Ordering::Release);
         loop {
             let trigger = tokio::select! {
                 _ = async { hup.as_mut().unwrap().recv().await }, if hup.is_some() => Trigger::Signal,
@@ -126,8 +158,9 @@ impl Reloader {
                     continue;
                 }
             };
-            let me = self_.clone();
-            let outcome = match tokio::task::spawn_blocking(move || me.reload(trigger)).await {
+            let sources = self_.sources.clone();
+            let outcome = match tokio::task::spawn_blocking(move || sources.rebuild(trigger)).await
+            {
                 Ok(o) => o,
                 Err(e) => (
                     Outcome::Failed(format!("reload task failed: {e}")),
@@ -139,19 +172,33 @@ impl Reloader {
                 tokio::spawn(t);
             }
             if let (Outcome::Applied { .. }, Some(w)) = (&outcome, watcher.as_mut()) {
-                watch_dirs(
-                    w,
-                    &mut watched,
-                    &names,
-                    &self_.path,
-                    &self_.live.snapshot().config,
-                );
+                let s = &self_.sources;
+                watch_dirs(w, &mut watched, &names, &s.path, &s.live.snapshot().config);
             }
         }
     }
+}
 
-    /// Read, validate, compile and swap. Blocking (file reads, name resolution).
-    pub fn reload(&self, trigger: Trigger) -> (Outcome, Vec<Task>) {
+impl Sources {
+    pub fn new(
+        path: PathBuf,
+        live: Arc<Live>,
+        metrics: Arc<Metrics>,
+        cluster: Option<Arc<dyn ClusterSource>>,
+    ) -> Sources {
+        Sources {
+            path,
+            live,
+            metrics,
+            cluster,
+            rebuilding: Mutex::new(()),
+        }
+    }
+
+    /// Read the file (and take the cluster's objects), validate, compile and swap. Blocking
+    /// (file reads, name resolution). Nothing changes unless all of it succeeds.
+    pub fn rebuild(&self, trigger: Trigger) -> (Outcome, Vec<Task>) {
+        let _one_at_a_time = self.rebuilding.lock().unwrap_or_else(|p| p.into_inner());
         let m = &self.metrics.config;
         let current = self.live.snapshot();
         let fail = |why: String| {
@@ -163,11 +210,19 @@ impl Reloader {
             );
             (Outcome::Failed(why), Vec::new())
         };
-        let loaded = match config::load(&self.path) {
+        let objects = self
+            .cluster
+            .as_ref()
+            .map(|c| c.objects().unwrap_or_default());
+        let env = |k: &str| std::env::var(k).ok();
+        let (loaded, verdicts) = match config::file::load_with(&self.path, &env, objects.as_ref()) {
             Ok(l) => l,
             Err(errors) => return fail(errors.to_string()),
         };
-        let hash = config_hash(&loaded.text, &loaded.config);
+        if let Some(c) = &self.cluster {
+            c.verdicts(verdicts);
+        }
+        let hash = config_hash(&loaded);
         if hash == current.hash {
             if trigger == Trigger::Signal {
                 log::info!("SIGHUP: configuration unchanged (hash {hash})");
@@ -185,6 +240,7 @@ impl Reloader {
             generation,
             &self.metrics,
             Some(&current),
+            self.cluster.as_ref().map(|c| c.feed()).as_ref(),
         ) {
             Ok(x) => x,
             Err(why) => return fail(format!("{}: {why}", self.path.display())),
@@ -196,6 +252,13 @@ impl Reloader {
             .map(|r| r.name.clone())
             .collect();
         let old = self.live.swap(rt);
+        // A pool of Services made during the compile read the endpoints as they were then; one
+        // that changed since was refreshed in the runtime that was serving, not in this one.
+        for pool in &self.live.snapshot().pools {
+            if !pool.cfg.backends.is_empty() {
+                pool.refresh();
+            }
+        }
         for name in &removed {
             self.metrics.remove_route(name);
         }
@@ -207,6 +270,7 @@ impl Reloader {
         let why = match trigger {
             Trigger::Signal => "SIGHUP",
             Trigger::FileChange => "file change",
+            Trigger::Cluster => "Kubernetes objects",
         };
         log::info!("configuration reloaded ({why}): generation {generation}, hash {hash}");
         if !restart_needed.is_empty() {
@@ -256,6 +320,20 @@ pub fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
     check(a.pid_file != b.pid_file, "server.pid_file");
     check(a.upgrade_sock != b.upgrade_sock, "server.upgrade_sock");
     check(old.admin_listen != new.admin_listen, "admin.listen");
+    // The controller starts with the process: its watches and Lease keep the settings they
+    // started with (the classes and what status says are read again on every rebuild).
+    match (&old.kubernetes, &new.kubernetes) {
+        (Some(a), Some(b)) => {
+            check(a.namespaces != b.namespaces, "kubernetes.namespaces");
+            check(
+                a.lease_namespace != b.lease_namespace
+                    || a.lease_name != b.lease_name
+                    || a.lease_duration != b.lease_duration,
+                "kubernetes.lease_*",
+            );
+        }
+        (a, b) => check(a.is_some() != b.is_some(), "kubernetes"),
+    }
     keys
 }
 
@@ -296,9 +374,34 @@ fn watch_dirs(
     }
 }
 
-fn unix_now() -> f64 {
+/// Seconds since the Unix epoch, for the timestamp gauges.
+pub fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::restart_keys;
+    use crate::config::parse;
+
+    #[test]
+    fn the_controllers_start_up_settings_wait_for_a_restart() {
+        let base = "[kubernetes]\nnamespaces = [\"a\"]\n";
+        #[rustfmt::skip]
+        let rows: &[(&str, &[&str])] = &[
+            (base, &[]),
+            ("[kubernetes]\nnamespaces = [\"a\"]\ningress_class = \"other\"\n", &[]),
+            ("[kubernetes]\nnamespaces = [\"b\"]\n", &["kubernetes.namespaces"]),
+            ("[kubernetes]\nnamespaces = [\"a\"]\npublish_address = [\"1.2.3.4\"]\n", &[]),
+            ("[kubernetes]\nnamespaces = [\"a\"]\nlease_duration_seconds = 30\n", &["kubernetes.lease_*"]),
+            ("[[route]]\nupstream = \"builtin:echo\"\n", &["kubernetes"]),
+        ];
+        let old = parse(base).unwrap();
+        for (text, want) in rows {
+            assert_eq!(&restart_keys(&old, &parse(text).unwrap()), want, "{text}");
+        }
+    }
 }

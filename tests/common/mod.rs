@@ -57,10 +57,17 @@ impl Stitch {
     }
 
     pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Stitch {
+        let s = Stitch::start_unready(config, env);
+        s.wait_ready();
+        s
+    }
+
+    /// Start stitch on `config` and return once its listeners are up, ready or not.
+    pub fn start_unready(config: &str, env: &[(&str, &str)]) -> Stitch {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("stitch.toml");
         std::fs::write(&path, config).unwrap();
-        let mut s = Stitch::launch(&path, &[], env);
+        let mut s = Stitch::launch_unready(&path, &[], env);
         s._dir = Some(dir);
         s
     }
@@ -68,6 +75,13 @@ impl Stitch {
     /// Start stitch on an existing configuration file with extra arguments (`--no-watch`,
     /// `--upgrade`), and wait until it is ready.
     pub fn launch(path: &Path, args: &[&str], env: &[(&str, &str)]) -> Stitch {
+        let s = Stitch::launch_unready(path, args, env);
+        s.wait_ready();
+        s
+    }
+
+    /// [`Stitch::launch`] without waiting for `/readyz`.
+    pub fn launch_unready(path: &Path, args: &[&str], env: &[(&str, &str)]) -> Stitch {
         let mut cmd = Command::new(stitch_bin());
         cmd.args(args)
             .arg("--config")
@@ -109,7 +123,7 @@ impl Stitch {
                 ),
             }
         }
-        let s = Stitch {
+        Stitch {
             child,
             proxy: proxy.unwrap(),
             admin: admin.unwrap(),
@@ -117,12 +131,11 @@ impl Stitch {
             stderr_lines,
             config_path: path.to_path_buf(),
             _dir: None,
-        };
-        s.wait_ready();
-        s
+        }
     }
 
-    fn wait_ready(&self) {
+    /// Wait until `/readyz` answers 200 (30 s at most).
+    pub fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(r) = get(&format!("http://{}/readyz", self.admin), &[]) {

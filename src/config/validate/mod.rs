@@ -3,6 +3,7 @@
 
 mod cors;
 mod export;
+mod kubernetes;
 mod propagation;
 mod route;
 mod server;
@@ -78,6 +79,7 @@ pub fn validate(d: &Description) -> Result<Config, Vec<ConfigError>> {
         cors,
         propagation,
         route,
+        kubernetes,
     } = d;
     let mut p = Problems::default();
     let server = server::server(&mut p, server);
@@ -89,7 +91,18 @@ pub fn validate(d: &Description) -> Result<Config, Vec<ConfigError>> {
     let cors = cors::policies(&mut p, cors);
     let profiles = propagation::profiles(&mut p, propagation);
     let export = export::export(&mut p, export);
-    let routes = route::routes(&mut p, route, &upstreams, &cors, &declared_cors, &profiles);
+    let kubernetes = kubernetes
+        .as_ref()
+        .map(|k| kubernetes::kubernetes(&mut p, k));
+    let routes = route::routes(
+        &mut p,
+        route,
+        &upstreams,
+        &cors,
+        &declared_cors,
+        &profiles,
+        kubernetes.is_some(),
+    );
     if !p.list.is_empty() {
         return Err(p.list);
     }
@@ -103,5 +116,6 @@ pub fn validate(d: &Description) -> Result<Config, Vec<ConfigError>> {
         cors,
         profiles,
         export,
+        kubernetes,
     })
 }

@@ -14,8 +14,10 @@ pub(super) fn routes(
     cors: &[NamedCors],
     declared_cors: &[&String],
     profiles: &[Profile],
+    from_cluster: bool,
 ) -> Vec<Route> {
-    if all.is_empty() {
+    // With [kubernetes] the routes may all come from the cluster (and none before its sync).
+    if all.is_empty() && !from_cluster {
         p.at(
             crate::config::Location::Default,
             "route",
@@ -34,6 +36,7 @@ pub(super) fn routes(
             upstream,
             cors: cors_name,
             propagation,
+            exact,
         } = r.get_ref();
         if !path.get_ref().starts_with('/') {
             p.at(
@@ -70,6 +73,7 @@ pub(super) fn routes(
         let match_key = (
             host.as_ref().map(|h| h.get_ref().to_ascii_lowercase()),
             path.get_ref().clone(),
+            *exact,
         );
         if !matches.insert(match_key) {
             p.at(
@@ -131,6 +135,7 @@ pub(super) fn routes(
                 name: route_name,
                 host: host_match,
                 path: path.get_ref().clone(),
+                exact: *exact,
                 target,
                 cors: cors_idx,
                 propagation: profile_idx,

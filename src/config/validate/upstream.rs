@@ -17,7 +17,9 @@ pub(super) fn upstreams(
 
 fn upstream(p: &mut Problems, name: &str, u: &At<UpstreamFile>) -> Upstream {
     let key = format!("upstream.{name}");
-    if name == ECHO_UPSTREAM || name.contains(':') {
+    // Pools made from Kubernetes Services are named `k8s:...`, out of the file's reach.
+    let from_cluster = u.get_ref().from_cluster;
+    if name == ECHO_UPSTREAM || (name.contains(':') && !from_cluster) {
         p.at(
             u.at(),
             key.clone(),
@@ -35,8 +37,10 @@ fn upstream(p: &mut Problems, name: &str, u: &At<UpstreamFile>) -> Upstream {
         ca_file,
         health_check,
         resolve_interval_ms,
+        backends,
+        from_cluster: _,
     } = u.get_ref();
-    if servers.get_ref().is_empty() {
+    if servers.get_ref().is_empty() && !from_cluster {
         p.at(
             servers.at(),
             format!("{key}.servers"),
@@ -103,6 +107,7 @@ fn upstream(p: &mut Problems, name: &str, u: &At<UpstreamFile>) -> Upstream {
         ca,
         health_check,
         resolve_interval,
+        backends: backends.clone(),
     }
 }
 

@@ -37,8 +37,11 @@ pub struct Description {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerFile {
-    #[serde(default = "default_listen")]
-    pub listen: Vec<At<String>>,
+    /// Plain HTTP/1.1 listeners by address (the short form of `[[server.listener]]`).
+    pub listen: Option<Vec<At<String>>>,
+    /// Listeners with their own settings (TLS, HTTP/2, redirect, HSTS).
+    #[serde(default)]
+    pub listener: Vec<At<ListenerFile>>,
     #[serde(default = "default_threads")]
     pub threads: At<i64>,
     #[serde(default = "default_true")]
@@ -62,7 +65,8 @@ pub struct ServerFile {
 impl Default for ServerFile {
     fn default() -> Self {
         ServerFile {
-            listen: default_listen(),
+            listen: None,
+            listener: Vec::new(),
             threads: default_threads(),
             work_stealing: true,
             shutdown_grace_seconds: default_grace(),
@@ -73,6 +77,60 @@ impl Default for ServerFile {
             read_buffer_bytes: default_read_buffer(),
         }
     }
+}
+
+/// `[[server.listener]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerFile {
+    pub address: At<String>,
+    pub tls: Option<At<TlsFile>>,
+    /// Offer HTTP/2 by ALPN on a TLS listener.
+    #[serde(default = "default_true")]
+    pub h2: bool,
+    /// Accept HTTP/2 with prior knowledge (cleartext) beside HTTP/1.1.
+    #[serde(default)]
+    pub h2c: At<bool>,
+    /// Answer every request with a 308 to the same URL over HTTPS.
+    #[serde(default)]
+    pub redirect_to_https: At<bool>,
+    /// The port the redirect names (default: the first TLS listener's).
+    pub https_port: Option<At<i64>>,
+    /// `Strict-Transport-Security` on every response of a TLS listener.
+    pub hsts: Option<At<HstsFile>>,
+}
+
+/// `tls = { certificates = [...] }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub certificates: At<Vec<At<CertificateFile>>>,
+}
+
+/// One certificate chain and its key, chosen by SNI.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateFile {
+    /// PEM: the certificate, then its intermediates.
+    pub cert_file: At<String>,
+    /// PEM: the private key.
+    pub key_file: At<String>,
+    /// The server names it is chosen for (default: its subjectAltName DNS names).
+    pub hosts: Option<At<Vec<At<String>>>>,
+    /// Used for clients that send no SNI or a name no certificate has.
+    #[serde(default)]
+    pub default: At<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HstsFile {
+    #[serde(default = "default_hsts_max_age")]
+    pub max_age_seconds: At<i64>,
+    #[serde(default)]
+    pub include_subdomains: bool,
+    #[serde(default)]
+    pub preload: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -227,8 +285,12 @@ pub enum TrustFile {
     Cidrs(Vec<String>),
 }
 
-fn default_listen() -> Vec<At<String>> {
-    vec![At::new_default("0.0.0.0:8080".to_string())]
+/// The listener when the file names none.
+pub fn default_listen() -> At<String> {
+    At::new_default("0.0.0.0:8080".to_string())
+}
+fn default_hsts_max_age() -> At<i64> {
+    At::new_default(31_536_000)
 }
 fn default_threads() -> At<i64> {
     At::new_default(2)

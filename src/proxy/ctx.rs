@@ -50,6 +50,8 @@ pub struct Ctx {
     pub preflight_answered: bool,
     /// The trace plan (absent on pass-through routes).
     pub trace: Option<TracePlan>,
+    /// The listener's `Strict-Transport-Security` value, sent on every response.
+    pub hsts: Option<HeaderValue>,
     _inflight: InflightGuard,
 }
 
@@ -69,6 +71,7 @@ impl Ctx {
             augment_preflight: false,
             preflight_answered: false,
             trace: None,
+            hsts: None,
         }
     }
 

@@ -124,9 +124,17 @@ fn edge_span(
             http::Version::HTTP_3 => "3",
             _ => "1.1",
         })),
-        scheme: Some(Cow::Borrowed("http")),
+        scheme: Some(Cow::Borrowed(scheme(session))),
         host: header(http::header::HOST),
     })
+}
+
+/// `https` when the client's connection is TLS.
+fn scheme(session: &Session) -> &'static str {
+    match session.digest().and_then(|d| d.ssl_digest.as_ref()) {
+        Some(_) => "https",
+        None => "http",
+    }
 }
 
 fn access_line(session: &Session, ctx: &Ctx, status: u16, elapsed: Duration, idx: Option<usize>) {

@@ -168,6 +168,7 @@ impl Reloader {
             .map(|r| r.name.clone())
             .collect();
         let old = self.live.swap(rt);
+        super::tls::record_expiry(&self.metrics, Some(&old), &self.live.snapshot());
         for name in &removed {
             self.metrics.remove_route(name);
         }
@@ -203,6 +204,7 @@ pub fn record_initial(metrics: &Metrics, rt: &Runtime) {
     m.info.with_label_values(&[&rt.hash]).set(1.0);
     m.last_successful.set(1);
     m.last_success_time.set(unix_now());
+    super::tls::record_expiry(metrics, None, rt);
 }
 
 /// The keys whose change needs a restart: what Pingora fixes when the server starts.
@@ -214,7 +216,15 @@ pub fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
             keys.push(key);
         }
     };
-    check(a.listen != b.listen, "server.listen");
+    // The listeners Pingora binds: addresses, TLS on or off, and what each serves. Their
+    // certificates are not here: those reload live.
+    let shape = |s: &crate::config::ServerSettings| -> Vec<_> {
+        s.listeners
+            .iter()
+            .map(|l| (l.address.clone(), l.tls.is_some(), l.serve.clone()))
+            .collect()
+    };
+    check(shape(a) != shape(b), "server.listen / server.listener");
     check(a.threads != b.threads, "server.threads");
     check(a.work_stealing != b.work_stealing, "server.work_stealing");
     check(

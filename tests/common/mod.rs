@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 /// A running stitch process.
 pub struct Stitch {
     pub child: Child,
+    /// The first proxy listener.
     pub proxy: SocketAddr,
+    /// Every proxy listener as stitch reported it (`http://ADDR` or `https://ADDR`), in order.
+    pub listeners: Vec<String>,
     pub admin: SocketAddr,
     pub stdout_lines: Arc<Mutex<Vec<String>>>,
     pub stderr_lines: Arc<Mutex<Vec<String>>>,
@@ -81,12 +84,16 @@ impl Stitch {
         pump(child.stderr.take().unwrap(), stderr_lines.clone(), Some(tx));
         let deadline = Instant::now() + Duration::from_secs(30);
         let (mut proxy, mut admin) = (None, None);
+        let mut listeners = Vec::new();
+        // stitch reports every proxy listener before the admin one.
         while proxy.is_none() || admin.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some(a) = line.strip_prefix("stitch: proxy listening on http://") {
+                    if let Some(url) = line.strip_prefix("stitch: proxy listening on ") {
+                        let a = url.split_once("://").map(|(_, a)| a).unwrap_or(url);
                         proxy.get_or_insert(a.parse::<SocketAddr>().unwrap());
+                        listeners.push(url.to_string());
                     }
                     if let Some(a) = line.strip_prefix("stitch: admin listening on http://") {
                         admin = Some(a.parse::<SocketAddr>().unwrap());
@@ -101,6 +108,7 @@ impl Stitch {
         let s = Stitch {
             child,
             proxy: proxy.unwrap(),
+            listeners,
             admin: admin.unwrap(),
             stdout_lines,
             stderr_lines,
@@ -544,4 +552,25 @@ pub fn peers_python() -> PathBuf {
         p.display()
     );
     p
+}
+
+/// The value of one series in a Prometheus text exposition: `name` with exactly `labels`.
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .find_map(|(series, value)| {
+            let (n, inner) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.strip_suffix('}')?),
+                None => (series, ""),
+            };
+            let got: Vec<(&str, &str)> = inner
+                .split("\",")
+                .filter(|p| !p.is_empty())
+                .filter_map(|p| p.split_once("=\""))
+                .map(|(k, v)| (k, v.trim_end_matches('"')))
+                .collect();
+            let same = got.len() == labels.len() && labels.iter().all(|l| got.contains(l));
+            (n == name && same).then(|| value.parse().ok()).flatten()
+        })
 }

@@ -228,6 +228,11 @@ pub struct UpstreamFile {
     /// How often server names are resolved again (like Envoy's strict DNS).
     #[serde(default = "default_resolve_ms")]
     pub resolve_interval_ms: At<i64>,
+    /// `http1`, `h2` (over TLS, by ALPN) or `h2c` (cleartext, prior knowledge).
+    pub protocol: Option<At<String>>,
+    /// Concurrent requests on one HTTP/2 connection to a server.
+    #[serde(default = "default_h2_streams")]
+    pub max_h2_streams: At<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -327,6 +332,9 @@ fn default_rw_ms() -> At<i64> {
 }
 fn default_resolve_ms() -> At<i64> {
     At::new_default(30_000)
+}
+fn default_h2_streams() -> At<i64> {
+    At::new_default(100)
 }
 fn default_hc_interval() -> At<i64> {
     At::new_default(5_000)

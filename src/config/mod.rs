@@ -322,6 +322,19 @@ pub struct Upstream {
     pub ca: Option<CaFile>,
     pub health_check: Option<Duration>,
     pub resolve_interval: Duration,
+    pub protocol: UpstreamProtocol,
+    /// Concurrent streams on one HTTP/2 connection (Pingora's default is 1).
+    pub max_h2_streams: usize,
+}
+
+/// How stitch speaks to an upstream's servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UpstreamProtocol {
+    Http1,
+    /// HTTP/2 over TLS, offered by ALPN beside HTTP/1.1 (the server chooses).
+    H2,
+    /// Cleartext HTTP/2 with prior knowledge.
+    H2c,
 }
 
 /// Where a route sends its requests.

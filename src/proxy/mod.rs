@@ -124,6 +124,25 @@ impl ProxyHttp for Stitch {
         request::handle(self, session, ctx).await
     }
 
+    /// A piece of the request body about to go upstream. An HTTP/2 client that learns the
+    /// body's end only after its last data (curl -T -, streaming clients, HTTP/2 to origin)
+    /// ends it with an empty DATA frame; Pingora 0.9 writes that empty piece to a chunked
+    /// HTTP/1.1 upstream as a terminator and then writes the terminator again, which
+    /// desynchronises the kept-alive connection (cloudflare/pingora#935). The empty last piece
+    /// is dropped: the end of the body alone makes Pingora write the one terminator.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
+        if end_of_stream && body.as_ref().is_some_and(|b| b.is_empty()) {
+            *body = None;
+        }
+        Ok(())
+    }
+
     /// Before connecting: the next healthy server of the route's pool.
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         request::upstream_peer(ctx)
@@ -149,7 +168,19 @@ impl ProxyHttp for Stitch {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        ctx.note_grpc_status(&resp.headers);
         respond::decorate(resp, ctx)
+    }
+
+    /// Upstream trailers about to go to the client: a gRPC status noted for the span.
+    async fn response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        trailers: &mut http::HeaderMap,
+        ctx: &mut Ctx,
+    ) -> Result<Option<bytes::Bytes>> {
+        ctx.note_grpc_status(trailers);
+        Ok(None)
     }
 
     /// Proxying failed: stitch answers with the status and a JSON body saying why.

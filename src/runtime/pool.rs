@@ -19,7 +19,7 @@ use pingora::lb::{Backend, Backends, LoadBalancer};
 use pingora::tls::x509::X509;
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::config::Upstream;
+use crate::config::{Upstream, UpstreamProtocol};
 
 /// One server of a pool, ready to hand to Pingora.
 #[derive(Clone)]
@@ -149,6 +149,14 @@ impl Template {
         peer.options.verify_cert = c.verify_cert;
         peer.options.verify_hostname = c.verify_cert;
         peer.options.ca = self.ca.clone();
+        match c.protocol {
+            UpstreamProtocol::Http1 => peer.options.set_http_version(1, 1),
+            // ALPN offers h2 then http/1.1; the server chooses.
+            UpstreamProtocol::H2 => peer.options.set_http_version(2, 1),
+            // No negotiation in cleartext: HTTP/2 with prior knowledge.
+            UpstreamProtocol::H2c => peer.options.set_http_version(2, 2),
+        }
+        peer.options.max_h2_streams = c.max_h2_streams;
         // Pingora's connection pool key leaves out the CA: connections made under other TLS
         // settings must not be reused after a reload.
         peer.group_key = self.group_key;
@@ -166,6 +174,7 @@ fn settings_key(c: &Upstream) -> u64 {
     c.sni.hash(&mut h);
     c.verify_cert.hash(&mut h);
     c.ca.as_ref().map(|ca| &ca.pem[..]).hash(&mut h);
+    c.protocol.hash(&mut h);
     h.finish()
 }
 

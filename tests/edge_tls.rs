@@ -577,3 +577,42 @@ fn check_reports_every_bad_certificate_with_its_line() {
     let (ok, out) = stitch_check(&fine);
     assert!(ok, "{out}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The shipped example
+
+#[test]
+fn the_edge_tls_example_serves_the_echo_over_h2_with_its_committed_certificate() {
+    let path = common::manifest_dir().join("conf/examples/edge-tls.toml");
+    let shipped = std::fs::read_to_string(&path).unwrap();
+    // The same file on free ports (its certificate paths are relative to the repository root,
+    // where tests run).
+    let mut config = shipped.clone();
+    for fixed in ["127.0.0.1:8443", "127.0.0.1:8080", "127.0.0.1:9901"] {
+        assert!(config.contains(fixed), "the example listens on {fixed}");
+        config = config.replace(fixed, "127.0.0.1:0");
+    }
+    let s = Stitch::start(&config);
+    let tls = addr_of(&s.listeners[0]);
+    let out = run(Command::new("curl").args([
+        "-sS",
+        "-k",
+        "--http2",
+        "-w",
+        "\n%{http_version}",
+        "--resolve",
+        &format!("localhost:{}:127.0.0.1", tls.port()),
+        &format!("https://localhost:{}/", tls.port()),
+    ]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (body, version) = stdout.rsplit_once('\n').unwrap();
+    assert_eq!(version, "2", "{}", text(&out));
+    let echo: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(echo["path"], "/", "{echo}");
+    // The plain listener redirects to HTTPS (to the TLS listener's port, which a free port
+    // cannot name: 443 then).
+    let plain = addr_of(&s.listeners[1]);
+    let r = common::get(&format!("http://{plain}/x"), &[("host", "localhost")]).unwrap();
+    assert_eq!(r.status, 308);
+    assert_eq!(r.header("location"), Some("https://localhost/x"));
+}

@@ -84,7 +84,9 @@ impl Default for ServerFile {
 #[serde(deny_unknown_fields)]
 pub struct ListenerFile {
     pub address: At<String>,
-    pub tls: Option<At<TlsFile>>,
+    /// Not `At<..>`: written as `[[server.listener.tls.certificates]]` the table is implicit
+    /// and has no span.
+    pub tls: Option<TlsFile>,
     /// Offer HTTP/2 by ALPN on a TLS listener.
     #[serde(default = "default_true")]
     pub h2: bool,
@@ -104,7 +106,7 @@ pub struct ListenerFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsFile {
-    pub certificates: At<Vec<At<CertificateFile>>>,
+    pub certificates: Vec<At<CertificateFile>>,
 }
 
 /// One certificate chain and its key, chosen by SNI.

@@ -151,7 +151,7 @@ fn listener(
     let hsts = hsts.as_ref().map(|h| hsts_value(p, key, h));
     let tls = tls
         .as_ref()
-        .and_then(|t| listener_tls(p, &format!("{key}.tls"), t, now));
+        .and_then(|tls| listener_tls(p, &format!("{key}.tls"), tls, t.at(), now));
     Listener {
         address: address.get_ref().clone(),
         tls,
@@ -197,11 +197,17 @@ fn hsts_value(p: &mut Problems, key: &str, h: &At<HstsFile>) -> String {
     v
 }
 
-fn listener_tls(p: &mut Problems, key: &str, t: &At<TlsFile>, now: i64) -> Option<ListenerTls> {
-    let TlsFile { certificates } = t.get_ref();
-    if certificates.get_ref().is_empty() {
+fn listener_tls(
+    p: &mut Problems,
+    key: &str,
+    t: &TlsFile,
+    listener_at: Location,
+    now: i64,
+) -> Option<ListenerTls> {
+    let TlsFile { certificates } = t;
+    if certificates.is_empty() {
         p.at(
-            certificates.at(),
+            listener_at,
             format!("{key}.certificates"),
             "is empty: give at least one { cert_file, key_file }",
         );
@@ -211,7 +217,7 @@ fn listener_tls(p: &mut Problems, key: &str, t: &At<TlsFile>, now: i64) -> Optio
     let mut default = None;
     let mut claimed: HashMap<String, usize> = HashMap::new();
     let before = p.list.len();
-    for (j, c) in certificates.get_ref().iter().enumerate() {
+    for (j, c) in certificates.iter().enumerate() {
         let key = format!("{key}.certificates[{j}]");
         let Some(cert) = certificate(p, &key, c, now) else {
             continue;

@@ -331,7 +331,11 @@ pub fn build(loaded: Loaded, opts: &RunOptions) -> anyhow::Result<Built> {
         retry_addr,
         state: Arc::new(AdminState {
             metrics,
-            proxy_listen: proxy_addrs.clone(),
+            proxy_listen: proxy_addrs
+                .iter()
+                .zip(&listeners)
+                .map(|(a, l)| (*a, l.tls.is_some()))
+                .collect(),
         }),
     };
     server.add_service(background_service("admin", admin));

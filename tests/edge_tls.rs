@@ -615,4 +615,15 @@ fn the_edge_tls_example_serves_the_echo_over_h2_with_its_committed_certificate()
     let r = common::get(&format!("http://{plain}/x"), &[("host", "localhost")]).unwrap();
     assert_eq!(r.status, 308);
     assert_eq!(r.header("location"), Some("https://localhost/x"));
+    // /readyz (polled by the harness until ready, and by Kubernetes every few seconds) checks
+    // the TLS listener with a real handshake, which Pingora does not log as a failure.
+    for _ in 0..3 {
+        let r = common::get(&format!("http://{}/readyz", s.admin), &[]).unwrap();
+        assert_eq!(r.status, 200);
+    }
+    let out =
+        run(Command::new("curl").args(["-sk", &format!("https://127.0.0.1:{}/", tls.port())]));
+    assert!(out.status.success());
+    let logged = s.stderr_lines.lock().unwrap().join("\n");
+    assert!(!logged.contains("handshake error"), "{logged}");
 }

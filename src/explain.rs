@@ -9,7 +9,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use crate::config::{Config, Target};
 use crate::edge;
 use crate::metrics::Metrics;
-use crate::propagation::{self, tracing_headers};
+use crate::propagation::{self, tracing_headers, ExtractBehavior};
 use crate::runtime::RouteRuntime;
 
 /// Parse `-H 'name: value'` arguments.
@@ -102,14 +102,29 @@ pub fn explain(
         return Ok(o);
     }
     let plan = edge::plan(profile, headers, client, origin_allowed);
-    let _ = writeln!(o, "\nextracted (in the profile's extract order):");
-    // The same extraction again, with its context intact, for the merge notes.
-    let ext = propagation::extract(headers, &profile.extract);
-    for line in propagation::explain(&ext) {
-        let _ = writeln!(o, "  {line}");
-    }
-    if ext.winner.is_none() {
-        let _ = writeln!(o, "  no valid context: a new trace starts at the edge");
+    let _ = writeln!(
+        o,
+        "\nextract_behavior: {} (applied: {}), extract_first: {}, tracestate_invalid: {}",
+        profile.extract_behavior.name(),
+        plan.behavior.name(),
+        profile.extract_first,
+        profile.tracestate_invalid.name()
+    );
+    if plan.behavior == ExtractBehavior::Ignore {
+        let _ = writeln!(
+            o,
+            "  incoming trace headers and baggage are not read: a new trace starts at the edge"
+        );
+    } else {
+        let _ = writeln!(o, "extracted (in the profile's extract order):");
+        // The same extraction again, with its context intact, for the merge notes.
+        let ext = propagation::extract_with(headers, &profile.extract, &profile.extract_options());
+        for line in propagation::explain(&ext) {
+            let _ = writeln!(o, "  {line}");
+        }
+        if ext.winner.is_none() {
+            let _ = writeln!(o, "  no valid context: a new trace starts at the edge");
+        }
     }
     let d = &plan.decision;
     let _ = writeln!(

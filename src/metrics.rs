@@ -60,7 +60,7 @@ pub const UPSTREAM_ERROR_KINDS: [&str; 12] = [
 ];
 
 /// Reasons `stitch_sampling_overridden_total` counts.
-pub const OVERRIDE_REASONS: [&str; 3] = ["priority_capped", "untrusted_client", "untrusted_all"];
+pub const OVERRIDE_REASONS: [&str; 3] = ["priority_capped", "untrusted_client", "restart"];
 
 /// Handles for one route, resolved once.
 pub struct RouteMetrics {
@@ -293,5 +293,19 @@ impl ConfigMetrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_removed_route_leaves_no_series() {
+        let m = Metrics::new();
+        let _handles = m.route("gone");
+        m.remove_route("gone");
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(!text.contains("route=\"gone\""), "{text}");
     }
 }

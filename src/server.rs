@@ -71,16 +71,16 @@ impl ShutdownSignalWatch for Signals {
             log::error!("cannot install signal handlers; SIGTERM will not drain");
             return std::future::pending().await;
         };
-        let rt = self.live.snapshot();
-        let (grace, timeout) = (
-            rt.config.server.shutdown_grace,
-            rt.config.server.shutdown_timeout,
-        );
-        drop(rt);
+        // The shutdown settings are those of the configuration served when the signal comes.
+        let settings = |live: &Live| {
+            let s = &live.snapshot().config.server;
+            (s.shutdown_grace, s.shutdown_timeout)
+        };
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => return ShutdownSignal::FastShutdown,
             _ = quit.recv() => {
+                let (_, timeout) = settings(&self.live);
                 log::info!("SIGQUIT: handing the listeners to the new process");
                 self.draining.store(true, Ordering::Relaxed);
                 let (live, inflight) = (self.live.clone(), self.inflight.clone());
@@ -95,6 +95,7 @@ impl ShutdownSignalWatch for Signals {
                 return ShutdownSignal::GracefulUpgrade;
             }
         }
+        let (grace, timeout) = settings(&self.live);
         log::info!(
             "SIGTERM: serving {:?} more, then draining {} in-flight request(s) for up to {:?}",
             grace,

@@ -19,7 +19,7 @@ mod pki;
 use std::time::Duration;
 
 use browser::{browser_with_args, PageServer};
-use common::{metric_value, Behaviour, Stitch, Upstream};
+use common::{metric, Behaviour, Stitch, Upstream};
 use pki::{Leaf, Pki};
 use serde_json::json;
 
@@ -108,7 +108,7 @@ fn rum_page_over_https_calls_the_api_through_stitch_over_h2_with_its_trace() {
 
     // The preflight (the tracing headers are not CORS-safelisted) was stitch's to answer.
     let m = s.metrics();
-    let preflights = metric_value(
+    let preflights = metric(
         &m,
         "stitch_cors_preflight_total",
         &[("route", "api"), ("result", "allowed")],

@@ -133,3 +133,53 @@ fn upstream_protocol_must_fit_its_transport() {
         ],
     );
 }
+
+#[test]
+fn a_bad_environment_override_is_reported_by_variable_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stitch.toml");
+    std::fs::write(
+        &path,
+        format!("[export.datadog]\nagent_url = \"http://127.0.0.1:8126\"\n\n{ROUTE}"),
+    )
+    .unwrap();
+    let check = |var: &str, value: &str| {
+        let out = Command::new(common::stitch_bin())
+            .args(["check", "--config"])
+            .arg(&path)
+            .env(var, value)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).replace(&*path.to_string_lossy(), "FILE"),
+        )
+    };
+    let (ok, out) = check("DD_TRACE_AGENT_URL", "ftp://agent:8126");
+    assert!(!ok, "a bad DD_TRACE_AGENT_URL passed");
+    assert!(
+        out.contains("FILE: env DD_TRACE_AGENT_URL: export.datadog.agent_url: `ftp://agent:8126`"),
+        "{out}"
+    );
+    let (ok, out) = check("DD_TRACE_AGENT_PORT", "notaport");
+    assert!(
+        !ok && out.contains("env DD_TRACE_AGENT_PORT: export.datadog.agent_url"),
+        "{out}"
+    );
+    let (ok, out) = check("DD_AGENT_HOST", "agent.internal");
+    assert!(ok, "a good override passes: {out}");
+}
+
+#[test]
+fn propagation_extraction_keys() {
+    assert_reports(
+        &format!(
+            "[propagation.p]\nextract_behavior = \"drop\"\ntracestate_invalid = \"strict\"\n\n[propagation.q]\ntrust = \"none\"\nextract_behavior = \"continue\"\n\n{ROUTE}"
+        ),
+        &[
+            "FILE:2: propagation.p.extract_behavior: must be \"continue\", \"restart\" or \"ignore\", got \"drop\"",
+            "FILE:3: propagation.p.tracestate_invalid: must be \"drop_member\" or \"discard_header\", got \"strict\"",
+            "FILE:6: propagation.q.trust: \"none\" means extract_behavior = \"restart\", which contradicts extract_behavior = \"continue\"",
+        ],
+    );
+}

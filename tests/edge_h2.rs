@@ -177,7 +177,7 @@ fn grpc_passes_through_over_h2c_and_tls_with_trace_headers_and_the_status_in_the
     assert_calls(&v, t2, p2);
     let m = s.metrics();
     for route in ["grpc", "grpc-tls"] {
-        let served = common::metric_value(
+        let served = common::metric(
             &m,
             "stitch_requests_total",
             &[("route", route), ("status_class", "2xx")],

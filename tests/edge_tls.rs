@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{metric_value, stitch_check, Stitch, Upstream};
+use common::{metric, stitch_check, Stitch, Upstream};
 use pki::{serial_of_pem, Leaf, Pki};
 
 /// One `[[server.listener]]` with TLS over `certs` (`{ cert_file, key_file, ...extra }`).
@@ -159,7 +159,7 @@ fn sni_picks_exact_and_wildcard_certificates_and_the_default_for_the_rest() {
     let m = s.metrics();
     let listener = "127.0.0.1:0";
     for (name, days) in [("a.test", 2.0), ("*.wild.test", 2.0), ("b.test", 30.0)] {
-        let v = metric_value(
+        let v = metric(
             &m,
             "stitch_tls_certificate_expiry_timestamp_seconds",
             &[("listener", listener), ("name", name)],
@@ -399,7 +399,7 @@ fn rotated_certificate_files_serve_new_handshakes_while_open_connections_keep_th
     assert_eq!(held.get("/before"), 200);
 
     let expiry = |m: &str| {
-        metric_value(
+        metric(
             m,
             "stitch_tls_certificate_expiry_timestamp_seconds",
             &[("listener", "127.0.0.1:0"), ("name", "a.test")],
@@ -445,7 +445,7 @@ fn rotated_certificate_files_serve_new_handshakes_while_open_connections_keep_th
     // certificate keeps serving.
     std::fs::copy(&first.key, &key).unwrap();
     wait_until("the refused reload", Duration::from_secs(20), || {
-        metric_value(&s.metrics(), "stitch_config_last_reload_successful", &[]) == Some(0.0)
+        metric(&s.metrics(), "stitch_config_last_reload_successful", &[]) == Some(0.0)
     });
     assert_eq!(served_serial(addr, Some("a.test")), second.serial);
 }

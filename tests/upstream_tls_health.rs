@@ -211,6 +211,58 @@ fn tls_with_verification_trusts_the_configured_ca_file() {
 }
 
 #[test]
+fn a_changed_ca_file_is_used_by_the_next_new_connection() {
+    // The ca_file's content changes while the config text does not: the reload sees it (the
+    // content hash covers referenced files), and the pool's kept TLS connection, made under the
+    // old CA, is not reused under the new one.
+    let up = TlsUpstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::copy(&up.cert, &ca).unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let (wrong_ca, _) = self_signed_cert(other.path());
+    let cfg = format!(
+        "{}[upstream.secure]\nservers = [\"{}\"]\ntls = true\nsni = \"{CERT_NAME}\"\n\
+         verify_cert = true\nca_file = \"{}\"\n\n\
+         [[route]]\nname = \"secure\"\npath = \"/\"\nupstream = \"secure\"\n",
+        base_config(),
+        up.addr,
+        ca.display()
+    );
+    let path = dir.path().join("stitch.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let s = Stitch::launch(&path, &["--no-watch"], &[]);
+    let status = |p: &str| get(&s.url(p), &[]).unwrap().status;
+    assert_eq!(status("/first"), 200, "{}", up.output());
+    let reloaded = |n: f64| {
+        wait_for(
+            "the reload",
+            Duration::from_secs(10),
+            || {
+                let m = s.metrics();
+                (common::metric(&m, "stitch_config_reloads_total", &[("result", "success")])? >= n)
+                    .then_some(())
+            },
+            || s.stderr(),
+        )
+    };
+
+    std::fs::copy(&wrong_ca, &ca).unwrap();
+    s.signal("HUP");
+    reloaded(1.0);
+    assert_eq!(
+        status("/after-wrong-ca"),
+        502,
+        "the new CA does not trust the server"
+    );
+
+    std::fs::copy(&up.cert, &ca).unwrap();
+    s.signal("HUP");
+    reloaded(2.0);
+    assert_eq!(status("/after-right-ca"), 200, "{}", up.output());
+}
+
+#[test]
 fn a_bad_ca_file_is_refused_by_check_with_its_line() {
     let dir = tempfile::tempdir().unwrap();
     let not_pem = dir.path().join("not.pem");

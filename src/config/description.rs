@@ -282,9 +282,15 @@ pub struct PropagationFile {
     pub missing_decision: Option<At<String>>,
     pub trust: Option<At<TrustFile>>,
     pub max_incoming_priority: Option<At<i64>>,
+    /// `"drop_member"` or `"discard_header"`.
+    pub tracestate_invalid: Option<At<String>>,
+    pub extract_first: Option<At<bool>>,
+    /// `"continue"`, `"restart"` or `"ignore"`.
+    pub extract_behavior: Option<At<String>>,
 }
 
-/// `trust = "any" | "none" | ["10.0.0.0/8", ...]`
+/// `trust = "any" | "none" | ["10.0.0.0/8", ...]` (`"none"` is the older spelling of
+/// `extract_behavior = "restart"`)
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum TrustFile {

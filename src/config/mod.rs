@@ -166,13 +166,19 @@ pub struct NamedCors {
     pub policy: crate::cors::CorsPolicy,
 }
 
-/// A propagation profile: which formats are read and written, and the sampling rules.
+/// A propagation profile: which formats are read and written, how, and the sampling rules.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Profile {
     pub name: String,
     pub extract: Vec<crate::propagation::Format>,
     pub inject: Vec<crate::propagation::Format>,
     pub sampling: crate::sampling::SamplingPolicy,
+    /// `tracestate_invalid`: what an invalid tracestate member does.
+    pub tracestate_invalid: crate::propagation::TracestateInvalid,
+    /// `extract_first`: the first format present decides alone, no merge.
+    pub extract_first: bool,
+    /// `extract_behavior` (`trust = "none"` is read as `restart`).
+    pub extract_behavior: crate::propagation::ExtractBehavior,
 }
 
 impl Profile {
@@ -182,6 +188,14 @@ impl Profile {
     /// An empty profile (no extract, no inject) passes trace headers through untouched.
     pub fn is_passthrough(&self) -> bool {
         self.extract.is_empty() && self.inject.is_empty()
+    }
+
+    /// How extraction reads a request on this profile.
+    pub fn extract_options(&self) -> crate::propagation::ExtractOptions {
+        crate::propagation::ExtractOptions {
+            extract_first: self.extract_first,
+            tracestate_invalid: self.tracestate_invalid,
+        }
     }
 }
 

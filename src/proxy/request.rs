@@ -182,6 +182,13 @@ fn plan(
                 .inc(),
         }
     }
+    // tracestate_invalid = "discard_header": the header was malformed and treated as absent.
+    if let Some(reason) = plan.extraction.tracestate_discarded {
+        app.metrics
+            .propagation_invalid
+            .with_label_values(&[Format::TraceContext.name(), reason])
+            .inc();
+    }
     for kind in &plan.extraction.conflicts {
         app.metrics
             .propagation_conflicts

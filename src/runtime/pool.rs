@@ -236,3 +236,85 @@ fn resolve_blocking(s: &str) -> std::io::Result<Vec<SocketAddr>> {
     }
     Ok(addrs)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Upstream;
+
+    fn upstream(servers: &[&str]) -> Upstream {
+        Upstream {
+            name: "u".into(),
+            servers: servers.iter().map(|s| s.to_string()).collect(),
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(1),
+            write_timeout: Duration::from_secs(1),
+            tls: false,
+            sni: String::new(),
+            verify_cert: true,
+            ca: None,
+            health_check: None,
+            resolve_interval: Duration::from_secs(30),
+            protocol: UpstreamProtocol::Http1,
+            max_h2_streams: 100,
+        }
+    }
+
+    #[test]
+    fn names_resolve_when_built_and_ips_need_no_lookup() {
+        let pool = Pool::new(upstream(&["localhost:7001", "127.0.0.2:7002"])).unwrap();
+        let addrs = pool.addresses();
+        assert!(addrs.contains(&"127.0.0.2:7002".to_string()), "{addrs:?}");
+        assert!(addrs.iter().any(|a| a.ends_with(":7001")), "{addrs:?}");
+        let s = pool.select().unwrap();
+        assert_eq!(
+            s.peer.group_key,
+            settings_key(&pool.cfg),
+            "peers carry the settings key"
+        );
+        assert!(Pool::new(upstream(&["no-such-host.invalid:80"])).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_failed_lookup_keeps_the_last_addresses() {
+        let cfg = upstream(&["no-such-host.invalid:80"]);
+        let last: SocketAddr = "10.1.2.3:80".parse().unwrap();
+        let discovery = Discovery {
+            template: Template {
+                group_key: settings_key(&cfg),
+                cfg,
+                ca: None,
+            },
+            last: Mutex::new(HashMap::from([(
+                "no-such-host.invalid:80".to_string(),
+                vec![last],
+            )])),
+            looked_up: AtomicBool::new(true),
+        };
+        let (backends, _) = discovery.discover().await.unwrap();
+        let addrs: Vec<String> = backends.iter().map(|b| b.addr.to_string()).collect();
+        assert_eq!(addrs, vec!["10.1.2.3:80".to_string()]);
+    }
+
+    #[test]
+    fn tls_settings_change_the_group_key() {
+        let a = upstream(&["127.0.0.1:1"]);
+        let mut b = a.clone();
+        b.sni = "other".into();
+        assert_ne!(settings_key(&a), settings_key(&b));
+        let mut h2c = a.clone();
+        h2c.protocol = UpstreamProtocol::H2c;
+        assert_ne!(
+            settings_key(&a),
+            settings_key(&h2c),
+            "a connection made for one protocol is not reused for another"
+        );
+        let mut c = a.clone();
+        c.read_timeout = Duration::from_secs(9);
+        assert_eq!(
+            settings_key(&a),
+            settings_key(&c),
+            "timeouts do not split the pool"
+        );
+    }
+}

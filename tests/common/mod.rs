@@ -24,7 +24,9 @@ pub struct Stitch {
     pub admin: SocketAddr,
     pub stdout_lines: Arc<Mutex<Vec<String>>>,
     pub stderr_lines: Arc<Mutex<Vec<String>>>,
-    _dir: tempfile::TempDir,
+    /// The configuration file stitch runs on (rewrite it and reload to change the config).
+    pub config_path: PathBuf,
+    _dir: Option<tempfile::TempDir>,
 }
 
 pub fn stitch_bin() -> &'static str {
@@ -61,9 +63,18 @@ impl Stitch {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("stitch.toml");
         std::fs::write(&path, config).unwrap();
+        let mut s = Stitch::launch(&path, &[], env);
+        s._dir = Some(dir);
+        s
+    }
+
+    /// Start stitch on an existing configuration file with extra arguments (`--no-watch`,
+    /// `--upgrade`), and wait until it is ready.
+    pub fn launch(path: &Path, args: &[&str], env: &[(&str, &str)]) -> Stitch {
         let mut cmd = Command::new(stitch_bin());
-        cmd.arg("--config")
-            .arg(&path)
+        cmd.args(args)
+            .arg("--config")
+            .arg(path)
             .env("RUST_LOG", "warn,stitch=info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -112,7 +123,8 @@ impl Stitch {
             admin: admin.unwrap(),
             stdout_lines,
             stderr_lines,
-            _dir: dir,
+            config_path: path.to_path_buf(),
+            _dir: None,
         };
         s.wait_ready();
         s
@@ -147,13 +159,23 @@ impl Stitch {
 
     /// Send SIGTERM (graceful shutdown).
     pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// Send a signal by name (`HUP`, `QUIT`, ...).
+    pub fn signal(&self, name: &str) {
         let ok = Command::new("kill")
-            .arg("-TERM")
+            .arg(format!("-{name}"))
             .arg(self.child.id().to_string())
             .status()
             .unwrap()
             .success();
-        assert!(ok, "kill -TERM failed");
+        assert!(ok, "kill -{name} failed");
+    }
+
+    /// stitch's stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr_lines.lock().unwrap().join("\n")
     }
 
     /// Wait for the process to exit, with a deadline.
@@ -554,23 +576,100 @@ pub fn peers_python() -> PathBuf {
     p
 }
 
-/// The value of one series in a Prometheus text exposition: `name` with exactly `labels`.
-pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .find_map(|(series, value)| {
-            let (n, inner) = match series.split_once('{') {
-                Some((n, rest)) => (n, rest.strip_suffix('}')?),
-                None => (series, ""),
-            };
-            let got: Vec<(&str, &str)> = inner
-                .split("\",")
-                .filter(|p| !p.is_empty())
-                .filter_map(|p| p.split_once("=\""))
-                .map(|(k, v)| (k, v.trim_end_matches('"')))
-                .collect();
-            let same = got.len() == labels.len() && labels.iter().all(|l| got.contains(l));
-            (n == name && same).then(|| value.parse().ok()).flatten()
-        })
+/// The value of one Prometheus sample: `name` with exactly these `labels` (any order).
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let (n, rest) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.strip_suffix('}')?),
+            None => (series, ""),
+        };
+        if n != name {
+            return None;
+        }
+        let found: Vec<(&str, &str)> = rest
+            .split(',')
+            .filter(|p| !p.is_empty())
+            .filter_map(|p| p.split_once('='))
+            .map(|(k, v)| (k, v.trim_matches('"')))
+            .collect();
+        let same = found.len() == labels.len() && labels.iter().all(|l| found.contains(l));
+        same.then(|| value.parse().ok()).flatten()
+    })
+}
+
+/// An HTTP/1.1 client on one kept-alive connection that reconnects when the server closes it
+/// (after a `Connection: close` answer, or an idle close before a request was written).
+pub struct KeepAlive {
+    addr: SocketAddr,
+    conn: Option<(TcpStream, Vec<u8>)>,
+    /// Connections opened so far.
+    pub connects: usize,
+}
+
+impl KeepAlive {
+    pub fn new(addr: SocketAddr) -> KeepAlive {
+        KeepAlive {
+            addr,
+            conn: None,
+            connects: 0,
+        }
+    }
+
+    /// GET `path` with `headers`; the response must carry a `Content-Length` body.
+    pub fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Response> {
+        if self.conn.is_none() {
+            let s = TcpStream::connect(self.addr)?;
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            self.conn = Some((s, Vec::new()));
+            self.connects += 1;
+        }
+        let mut req = format!("GET {path} HTTP/1.1\r\nhost: {}\r\n", self.addr);
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        let result = self.exchange(req.as_bytes());
+        if result.is_err() {
+            self.conn = None;
+        }
+        result
+    }
+
+    fn exchange(&mut self, req: &[u8]) -> std::io::Result<Response> {
+        let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+        let (stream, buf) = self.conn.as_mut().ok_or_else(|| bad("no connection"))?;
+        stream.write_all(req)?;
+        let end = loop {
+            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p;
+            }
+            let mut chunk = [0u8; 8192];
+            match stream.read(&mut chunk)? {
+                0 => return Err(bad("closed before a response")),
+                n => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| bad("no content-length"))?;
+        while buf.len() < end + 4 + len {
+            let mut chunk = [0u8; 8192];
+            match stream.read(&mut chunk)? {
+                0 => return Err(bad("closed mid-body")),
+                n => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let raw: Vec<u8> = buf.drain(..end + 4 + len).collect();
+        let close = head
+            .lines()
+            .any(|l| l.starts_with("connection:") && l.contains("close"));
+        if close {
+            self.conn = None;
+        }
+        parse_response(&raw, false)
+    }
 }

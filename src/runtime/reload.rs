@@ -268,3 +268,33 @@ fn unix_now() -> f64 {
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::restart_keys;
+    use crate::config::{parse, Config};
+
+    const ROUTE: &str = "[[route]]\npath = \"/\"\nupstream = \"builtin:echo\"\n";
+
+    fn with(server: &str) -> Config {
+        parse(&format!("[server]\n{server}\n{ROUTE}")).unwrap()
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn listener_changes_wait_for_a_restart() {
+        let base = "listen = [\"127.0.0.1:8080\"]\n[[server.listener]]\naddress = \"127.0.0.1:8081\"";
+        let table: &[(&str, bool, &str)] = &[
+            (base, false, "the same listeners"),
+            ("listen = [\"127.0.0.1:8080\"]\n[[server.listener]]\naddress = \"127.0.0.1:8082\"", true, "an address"),
+            ("listen = [\"127.0.0.1:8080\"]\n[[server.listener]]\naddress = \"127.0.0.1:8081\"\nh2c = true", true, "h2c"),
+            ("listen = [\"127.0.0.1:8080\"]\n[[server.listener]]\naddress = \"127.0.0.1:8081\"\nredirect_to_https = true", true, "a redirect"),
+            ("listen = [\"127.0.0.1:8080\"]", true, "a listener removed"),
+        ];
+        let old = with(base);
+        for (new, restart, why) in table {
+            let keys = restart_keys(&old, &with(new));
+            assert_eq!(keys.contains(&"server.listen / server.listener"), *restart, "{why}: {keys:?}");
+        }
+    }
+}

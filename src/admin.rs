@@ -16,8 +16,8 @@ use crate::metrics::Metrics;
 /// What the admin endpoints need to answer.
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
-    /// The proxy's listen addresses, as bound.
-    pub proxy_listen: Vec<SocketAddr>,
+    /// The proxy's listen addresses, as bound, and whether each speaks TLS.
+    pub proxy_listen: Vec<(SocketAddr, bool)>,
     /// True once the reloader listens for SIGHUP and watches the config.
     pub reloader_ready: Arc<AtomicBool>,
     /// With `[kubernetes]`: true once the cluster's objects were listed and served (stays true
@@ -144,19 +144,49 @@ async fn handle(mut stream: TcpStream, state: &AdminState) {
 }
 
 /// The listeners that do not accept a TCP connection right now.
-async fn not_accepting(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
+async fn not_accepting(addrs: &[(SocketAddr, bool)]) -> Vec<SocketAddr> {
     let mut down = Vec::new();
-    for a in addrs {
+    for (a, tls) in addrs {
         let target = loopback_for(*a);
         let ok = matches!(
-            tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(target)).await,
-            Ok(Ok(_))
+            tokio::time::timeout(Duration::from_secs(1), accepts(target, *tls)).await,
+            Ok(true)
         );
         if !ok {
             down.push(*a);
         }
     }
     down
+}
+
+/// Does the listener accept a connection (and, for TLS, complete a handshake)? A bare TCP
+/// connect to a TLS listener would make Pingora log a failed handshake on every probe.
+async fn accepts(target: SocketAddr, tls: bool) -> bool {
+    let Ok(tcp) = TcpStream::connect(target).await else {
+        return false;
+    };
+    if !tls {
+        return true;
+    }
+    handshake(tcp).await.is_ok()
+}
+
+async fn handshake(tcp: TcpStream) -> Result<(), Box<dyn std::error::Error>> {
+    use pingora::tls::ssl::{SslConnector, SslMethod, SslVerifyMode};
+    use pingora::tls::tokio_ssl::SslStream;
+    let mut b = SslConnector::builder(SslMethod::tls())?;
+    // Only that the handshake completes: the probe trusts nothing and sends no name.
+    b.set_verify(SslVerifyMode::NONE);
+    let ssl = b
+        .build()
+        .configure()?
+        .use_server_name_indication(false)
+        .verify_hostname(false)
+        .into_ssl("readyz")?;
+    let mut stream = SslStream::new(ssl, tcp)?;
+    std::pin::Pin::new(&mut stream).connect().await?;
+    let _ = stream.shutdown().await;
+    Ok(())
 }
 
 /// A wildcard listen address is checked through loopback.

@@ -114,8 +114,8 @@ fn run(loaded: stitch::config::Loaded, opts: stitch::server::RunOptions) -> Exit
             return ExitCode::from(1);
         }
     };
-    for a in &built.proxy_addrs {
-        eprintln!("stitch: proxy listening on http://{a}");
+    for (a, scheme) in built.proxy_addrs.iter().zip(&built.proxy_schemes) {
+        eprintln!("stitch: proxy listening on {scheme}://{a}");
     }
     if let Some(a) = built.admin_addr {
         eprintln!("stitch: admin listening on http://{a}");

@@ -27,6 +27,8 @@ pub struct Metrics {
     pub sampling_overridden: IntCounterVec,
     pub export: ExportMetrics,
     pub config: ConfigMetrics,
+    /// `stitch_tls_certificate_expiry_timestamp_seconds{listener,name}`
+    pub tls_certificate_expiry: GaugeVec,
     pub kubernetes: KubernetesMetrics,
 }
 
@@ -110,6 +112,15 @@ fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntC
         .register(Box::new(c.clone()))
         .unwrap_or_else(|e| panic!("metric {name} registered twice: {e}"));
     c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name} is malformed: {e}"));
+    registry
+        .register(Box::new(g.clone()))
+        .unwrap_or_else(|e| panic!("metric {name} registered twice: {e}"));
+    g
 }
 
 impl Metrics {
@@ -199,6 +210,13 @@ impl Metrics {
                 .unwrap_or_else(|e| panic!("export metrics: {e}")),
             config: ConfigMetrics::register(&registry),
             kubernetes: KubernetesMetrics::register(&registry),
+            tls_certificate_expiry: gauge(
+                &registry,
+                "stitch_tls_certificate_expiry_timestamp_seconds",
+                "When each served TLS certificate expires (notAfter, Unix seconds), by listener \
+                 and certificate name.",
+                &["listener", "name"],
+            ),
             registry,
         }
     }

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use pingora::apps::HttpServerOptions;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
@@ -16,10 +17,10 @@ use pingora::services::background::{background_service, BackgroundService};
 use tokio::signal::unix;
 
 use crate::admin::{self, AdminState};
-use crate::config::Loaded;
+use crate::config::{ListenerBehaviour, Loaded};
 use crate::kubernetes::{ClusterState, Controller};
 use crate::metrics::Metrics;
-use crate::proxy::Stitch;
+use crate::proxy::{handshake, Stitch};
 use crate::runtime::reload::{self, ClusterSource, Reloader, Sources};
 use crate::runtime::{compile, config_hash, Live, Task};
 
@@ -39,6 +40,8 @@ pub struct Built {
     pub server: Server,
     pub signals: Signals,
     pub proxy_addrs: Vec<SocketAddr>,
+    /// `http` or `https` for each of `proxy_addrs`.
+    pub proxy_schemes: Vec<&'static str>,
     /// The admin address (None while an upgrade waits for the old process to release it).
     pub admin_addr: Option<SocketAddr>,
 }
@@ -146,9 +149,11 @@ async fn wait_idle(inflight: &AtomicUsize, timeout: Duration) {
 /// are the ones it serves on. Pingora binds by address string, so the port is found by binding
 /// it once here and handed over; a race with another process in between is possible but
 /// reported clearly by Pingora's bind error.
-fn resolve_listen(addrs: &[String], upgrade: bool) -> anyhow::Result<Vec<SocketAddr>> {
+fn resolve_listen<'a>(
+    addrs: impl Iterator<Item = &'a str>,
+    upgrade: bool,
+) -> anyhow::Result<Vec<SocketAddr>> {
     addrs
-        .iter()
         .map(|a| {
             let sa: SocketAddr = a.parse()?;
             if sa.port() != 0 {
@@ -240,7 +245,8 @@ pub fn build(loaded: Loaded, opts: &RunOptions) -> anyhow::Result<Built> {
     let hash = config_hash(&loaded);
     let config = loaded.config;
     let metrics = Arc::new(Metrics::new());
-    let proxy_addrs = resolve_listen(&config.server.listen, opts.upgrade)?;
+    let listeners = config.server.listeners.clone();
+    let proxy_addrs = resolve_listen(listeners.iter().map(|l| l.address.as_str()), opts.upgrade)?;
 
     let (admin_listener, retry_addr) = match TcpListener::bind(config.admin_listen.as_str()) {
         Ok(l) => (Some(l), None),
@@ -313,12 +319,37 @@ pub fn build(loaded: Loaded, opts: &RunOptions) -> anyhow::Result<Built> {
         draining: app.draining.clone(),
         release_lease,
     };
-    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, app);
-    for a in &proxy_addrs {
+    // Listeners that behave alike share one proxy service (one pool of worker threads);
+    // h2c is a per-service option in Pingora, and the redirect and HSTS are the app's.
+    let mut groups: Vec<(ListenerBehaviour, Vec<ListenerConfig>)> = Vec::new();
+    for (l, addr) in listeners.iter().zip(&proxy_addrs) {
         let buffers = L4BufferSettings::default().read(read_buffer);
-        proxy.add_listener(ListenerConfig::tcp(a.to_string()).l4_buffer(buffers));
+        let mut endpoint = ListenerConfig::tcp(addr.to_string()).l4_buffer(buffers);
+        if l.tls.is_some() {
+            endpoint = endpoint.tls(handshake::settings(&live, &l.address, l.serve.h2)?);
+        }
+        match groups.iter_mut().find(|(b, _)| *b == l.serve) {
+            Some((_, endpoints)) => endpoints.push(endpoint),
+            None => groups.push((l.serve.clone(), vec![endpoint])),
+        }
     }
-    server.add_service(proxy);
+    for (i, (serve, endpoints)) in groups.into_iter().enumerate() {
+        let name = format!("stitch proxy {i}");
+        let mut proxy = pingora::proxy::http_proxy_service_with_name(
+            &server.configuration,
+            app.serving(&serve),
+            &name,
+        );
+        if let Some(p) = proxy.app_logic_mut() {
+            let mut options = HttpServerOptions::default();
+            options.h2c = serve.h2c;
+            p.server_options = Some(options);
+        }
+        for e in endpoints {
+            proxy.add_listener(e);
+        }
+        server.add_service(proxy);
+    }
 
     let sources = Arc::new(Sources::new(
         opts.config_path.clone(),
@@ -359,7 +390,11 @@ pub fn build(loaded: Loaded, opts: &RunOptions) -> anyhow::Result<Built> {
         retry_addr,
         state: Arc::new(AdminState {
             metrics,
-            proxy_listen: proxy_addrs.clone(),
+            proxy_listen: proxy_addrs
+                .iter()
+                .zip(&listeners)
+                .map(|(a, l)| (*a, l.tls.is_some()))
+                .collect(),
             reloader_ready: reloader_installed,
             cluster_ready: cluster.map(|c| c.ready_flag()),
         }),
@@ -369,6 +404,10 @@ pub fn build(loaded: Loaded, opts: &RunOptions) -> anyhow::Result<Built> {
     Ok(Built {
         server,
         signals,
+        proxy_schemes: listeners
+            .iter()
+            .map(|l| if l.tls.is_some() { "https" } else { "http" })
+            .collect(),
         proxy_addrs,
         admin_addr,
     })

@@ -92,8 +92,16 @@ fn shipped_configs_pass() {
     let dir = common::manifest_dir().join("conf");
     let mut files = vec![dir.join("stitch.toml")];
     for e in std::fs::read_dir(dir.join("examples")).unwrap() {
-        files.push(e.unwrap().path());
+        let path = e.unwrap().path();
+        if path.extension().is_some_and(|x| x == "toml") {
+            files.push(path);
+        }
     }
+    // The examples' relative certificate paths are taken from the repository root.
+    assert!(
+        files.iter().any(|f| f.ends_with("edge-tls.toml")),
+        "{files:?}"
+    );
     for f in files {
         let out = Command::new(common::stitch_bin())
             .args(["check", "--config"])
@@ -107,6 +115,23 @@ fn shipped_configs_pass() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+#[test]
+fn upstream_protocol_must_fit_its_transport() {
+    assert_reports(
+        &format!(
+            "[upstream.a]\nservers = [\"127.0.0.1:1\"]\nprotocol = \"h2\"\n\n\
+             [upstream.b]\nservers = [\"127.0.0.1:1\"]\ntls = true\nprotocol = \"h2c\"\n\n\
+             [upstream.c]\nservers = [\"127.0.0.1:1\"]\nprotocol = \"h3\"\nmax_h2_streams = 0\n\n{ROUTE}"
+        ),
+        &[
+            "FILE:3: upstream.a.protocol: \"h2\" is HTTP/2 over TLS (tls = true); cleartext HTTP/2 is \"h2c\"",
+            "FILE:8: upstream.b.protocol: \"h2c\" is cleartext HTTP/2; over TLS it is \"h2\"",
+            "FILE:12: upstream.c.protocol: must be \"http1\", \"h2\" or \"h2c\", got \"h3\"",
+            "FILE:13: upstream.c.max_h2_streams: must be between 1 and 10000, got 0",
+        ],
+    );
 }
 
 #[test]

@@ -57,8 +57,11 @@ pub struct KubernetesFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerFile {
-    #[serde(default = "default_listen")]
-    pub listen: Vec<At<String>>,
+    /// Plain HTTP/1.1 listeners by address (the short form of `[[server.listener]]`).
+    pub listen: Option<Vec<At<String>>>,
+    /// Listeners with their own settings (TLS, HTTP/2, redirect, HSTS).
+    #[serde(default)]
+    pub listener: Vec<At<ListenerFile>>,
     #[serde(default = "default_threads")]
     pub threads: At<i64>,
     #[serde(default = "default_true")]
@@ -82,7 +85,8 @@ pub struct ServerFile {
 impl Default for ServerFile {
     fn default() -> Self {
         ServerFile {
-            listen: default_listen(),
+            listen: None,
+            listener: Vec::new(),
             threads: default_threads(),
             work_stealing: true,
             shutdown_grace_seconds: default_grace(),
@@ -93,6 +97,62 @@ impl Default for ServerFile {
             read_buffer_bytes: default_read_buffer(),
         }
     }
+}
+
+/// `[[server.listener]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerFile {
+    pub address: At<String>,
+    /// Not `At<..>`: written as `[[server.listener.tls.certificates]]` the table is implicit
+    /// and has no span.
+    pub tls: Option<TlsFile>,
+    /// Offer HTTP/2 by ALPN on a TLS listener.
+    #[serde(default = "default_true")]
+    pub h2: bool,
+    /// Accept HTTP/2 with prior knowledge (cleartext) beside HTTP/1.1.
+    #[serde(default)]
+    pub h2c: At<bool>,
+    /// Answer every request with a 308 to the same URL over HTTPS.
+    #[serde(default)]
+    pub redirect_to_https: At<bool>,
+    /// The port the redirect names (default: the first TLS listener's).
+    pub https_port: Option<At<i64>>,
+    /// `Strict-Transport-Security` on every response of a TLS listener.
+    pub hsts: Option<At<HstsFile>>,
+}
+
+/// `tls = { certificates = [...] }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub certificates: Vec<At<CertificateFile>>,
+}
+
+/// One certificate chain and its key, chosen by SNI.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateFile {
+    /// PEM: the certificate, then its intermediates.
+    pub cert_file: At<String>,
+    /// PEM: the private key.
+    pub key_file: At<String>,
+    /// The server names it is chosen for (default: its subjectAltName DNS names).
+    pub hosts: Option<At<Vec<At<String>>>>,
+    /// Used for clients that send no SNI or a name no certificate has.
+    #[serde(default)]
+    pub default: At<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HstsFile {
+    #[serde(default = "default_hsts_max_age")]
+    pub max_age_seconds: At<i64>,
+    #[serde(default)]
+    pub include_subdomains: bool,
+    #[serde(default)]
+    pub preload: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -190,6 +250,11 @@ pub struct UpstreamFile {
     /// How often server names are resolved again (like Envoy's strict DNS).
     #[serde(default = "default_resolve_ms")]
     pub resolve_interval_ms: At<i64>,
+    /// `http1`, `h2` (over TLS, by ALPN) or `h2c` (cleartext, prior knowledge).
+    pub protocol: Option<At<String>>,
+    /// Concurrent requests on one HTTP/2 connection to a server.
+    #[serde(default = "default_h2_streams")]
+    pub max_h2_streams: At<i64>,
     /// Kubernetes Services instead of `servers` (pools made from the cluster; not a TOML key).
     #[serde(skip)]
     pub backends: Vec<crate::config::ServiceBackend>,
@@ -212,6 +277,8 @@ impl UpstreamFile {
             ca_file: None,
             health_check: None,
             resolve_interval_ms: default_resolve_ms(),
+            protocol: None,
+            max_h2_streams: default_h2_streams(),
             backends,
             from_cluster: true,
         }
@@ -282,8 +349,12 @@ pub enum TrustFile {
     Cidrs(Vec<String>),
 }
 
-fn default_listen() -> Vec<At<String>> {
-    vec![At::new_default("0.0.0.0:8080".to_string())]
+/// The listener when the file names none.
+pub fn default_listen() -> At<String> {
+    At::new_default("0.0.0.0:8080".to_string())
+}
+fn default_hsts_max_age() -> At<i64> {
+    At::new_default(31_536_000)
 }
 fn default_threads() -> At<i64> {
     At::new_default(2)
@@ -320,6 +391,9 @@ fn default_rw_ms() -> At<i64> {
 }
 fn default_resolve_ms() -> At<i64> {
     At::new_default(30_000)
+}
+fn default_h2_streams() -> At<i64> {
+    At::new_default(100)
 }
 fn default_hc_interval() -> At<i64> {
     At::new_default(5_000)

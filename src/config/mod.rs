@@ -88,6 +88,12 @@ impl<T> At<T> {
     }
 }
 
+impl<T: Default> Default for At<T> {
+    fn default() -> At<T> {
+        At::new_default(T::default())
+    }
+}
+
 impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for At<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let spanned = toml::Spanned::<T>::deserialize(d)?;
@@ -192,13 +198,18 @@ pub enum Publish {
 }
 
 impl Config {
-    /// Files other than the config itself whose content the config uses (`ca_file`s): a
-    /// change to one of them is a change of configuration.
+    /// Files other than the config itself whose content the config uses (`ca_file`s, the
+    /// listeners' certificates and keys): a change to one of them is a change of configuration.
     pub fn referenced_files(&self) -> Vec<PathBuf> {
-        self.upstreams
+        let cas = self
+            .upstreams
             .iter()
-            .filter_map(|u| u.ca.as_ref().map(|c| PathBuf::from(&c.path)))
-            .collect()
+            .filter_map(|u| u.ca.as_ref().map(|c| PathBuf::from(&c.path)));
+        let certs = self
+            .server
+            .certificates()
+            .flat_map(|c| [PathBuf::from(&c.cert.path), PathBuf::from(&c.key.path)]);
+        cas.chain(certs).collect()
     }
 }
 
@@ -259,7 +270,8 @@ pub struct ExportSettings {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerSettings {
-    pub listen: Vec<String>,
+    /// The proxy's listeners, in declaration order (`listen` strings first).
+    pub listeners: Vec<Listener>,
     pub threads: usize,
     pub work_stealing: bool,
     pub shutdown_grace: Duration,
@@ -268,6 +280,72 @@ pub struct ServerSettings {
     pub upgrade_sock: Option<String>,
     pub upstream_keepalive_pool: usize,
     pub read_buffer_bytes: usize,
+}
+
+impl ServerSettings {
+    /// Every certificate of every TLS listener.
+    pub fn certificates(&self) -> impl Iterator<Item = &Certificate> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.tls.as_ref())
+            .flat_map(|t| t.certificates.iter())
+    }
+}
+
+/// One proxy listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// `IP:port`.
+    pub address: String,
+    pub tls: Option<ListenerTls>,
+    pub serve: ListenerBehaviour,
+}
+
+/// What a listener does with a request, beyond its transport: listeners that behave alike
+/// share one Pingora service (one pool of worker threads).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ListenerBehaviour {
+    /// Offer `h2` by ALPN (TLS listeners).
+    pub h2: bool,
+    /// Accept cleartext HTTP/2 with prior knowledge beside HTTP/1.1 (plain listeners).
+    pub h2c: bool,
+    /// Answer every request with a 308 to `https://host:PORT/...` (443 is left out).
+    pub redirect_to_https: Option<u16>,
+    /// The `Strict-Transport-Security` value sent on every response (TLS listeners).
+    pub hsts: Option<String>,
+}
+
+/// A TLS listener's certificates; SNI picks one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    pub certificates: Vec<Certificate>,
+    /// Index of the certificate for clients without SNI or with an unknown name.
+    pub default: usize,
+}
+
+/// A PEM file read when the config was loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PemFile {
+    pub path: String,
+    pub pem: Arc<[u8]>,
+}
+
+/// A certificate chain and its key, checked to match, to be valid now, and to cover `hosts`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Certificate {
+    pub cert: PemFile,
+    pub key: PemFile,
+    /// The server names it is chosen for: exact names and `*.example.com` wildcards, lower case.
+    pub hosts: Vec<String>,
+    /// `notAfter`, as Unix seconds.
+    pub not_after: i64,
+}
+
+impl Certificate {
+    /// The name the certificate is reported under (metrics, logs): its first host.
+    pub fn name(&self) -> &str {
+        self.hosts.first().map(String::as_str).unwrap_or("")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -312,6 +390,9 @@ pub struct Upstream {
     pub ca: Option<CaFile>,
     pub health_check: Option<Duration>,
     pub resolve_interval: Duration,
+    pub protocol: UpstreamProtocol,
+    /// Concurrent streams on one HTTP/2 connection (Pingora's default is 1).
+    pub max_h2_streams: usize,
     /// Kubernetes Services whose ready endpoints are the servers (instead of `servers`),
     /// kept current by the controller without recompiling.
     pub backends: Vec<ServiceBackend>,
@@ -341,6 +422,16 @@ impl fmt::Display for ServicePort {
             ServicePort::Name(n) => f.write_str(n),
         }
     }
+}
+
+/// How stitch speaks to an upstream's servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UpstreamProtocol {
+    Http1,
+    /// HTTP/2 over TLS, offered by ALPN beside HTTP/1.1 (the server chooses).
+    H2,
+    /// Cleartext HTTP/2 with prior knowledge.
+    H2c,
 }
 
 /// Where a route sends its requests.

@@ -50,6 +50,11 @@ pub struct Ctx {
     pub preflight_answered: bool,
     /// The trace plan (absent on pass-through routes).
     pub trace: Option<TracePlan>,
+    /// The listener's `Strict-Transport-Security` value, sent on every response.
+    pub hsts: Option<HeaderValue>,
+    /// A gRPC response's `grpc-status` and `grpc-message` (from its trailers, or its headers
+    /// for a trailers-only answer).
+    pub grpc_status: Option<(u32, String)>,
     _inflight: InflightGuard,
 }
 
@@ -69,7 +74,25 @@ impl Ctx {
             augment_preflight: false,
             preflight_answered: false,
             trace: None,
+            hsts: None,
+            grpc_status: None,
         }
+    }
+
+    /// Note a gRPC status carried by response headers or trailers.
+    pub fn note_grpc_status(&mut self, headers: &http::HeaderMap) {
+        let Some(code) = headers
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok())
+        else {
+            return;
+        };
+        let message = headers
+            .get("grpc-message")
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default();
+        self.grpc_status = Some((code, message));
     }
 
     /// The matched route, if any.

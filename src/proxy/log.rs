@@ -65,6 +65,11 @@ fn edge_span(
                 .clone()
                 .unwrap_or_else(|| kind.to_string()),
         })
+    } else if let Some((code, message)) = ctx.grpc_status.as_ref().filter(|(c, _)| *c != 0) {
+        Some(SpanError {
+            kind: format!("grpc_status_{code}"),
+            message: format!("gRPC status {code} {}: {message}", grpc_code_name(*code)),
+        })
     } else if status >= 500 {
         Some(SpanError {
             kind: format!("http_{status}"),
@@ -125,9 +130,43 @@ fn edge_span(
             http::Version::HTTP_3 => "3",
             _ => "1.1",
         })),
-        scheme: Some(Cow::Borrowed("http")),
-        host: header(http::header::HOST),
+        scheme: Some(Cow::Borrowed(scheme(session))),
+        // HTTP/2 carries the host in `:authority`, which Pingora keeps in the URI.
+        host: header(http::header::HOST)
+            .or_else(|| req.uri.authority().map(|a| a.as_str().to_string())),
     })
+}
+
+/// The canonical name of a gRPC status code (grpc/doc/statuscodes.md).
+fn grpc_code_name(code: u32) -> &'static str {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    NAMES.get(code as usize).copied().unwrap_or("UNKNOWN_CODE")
+}
+
+/// `https` when the client's connection is TLS.
+fn scheme(session: &Session) -> &'static str {
+    match session.digest().and_then(|d| d.ssl_digest.as_ref()) {
+        Some(_) => "https",
+        None => "http",
+    }
 }
 
 fn access_line(session: &Session, ctx: &Ctx, status: u16, elapsed: Duration, idx: Option<usize>) {

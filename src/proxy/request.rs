@@ -252,7 +252,7 @@ pub(super) fn upstream_peer(ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
 }
 
 /// The host a request is for: the `Host` header, or the URI authority (HTTP/2).
-fn request_host(req: &RequestHeader) -> &str {
+pub(super) fn request_host(req: &RequestHeader) -> &str {
     let raw = req
         .headers
         .get(http::header::HOST)

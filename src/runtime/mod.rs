@@ -9,6 +9,7 @@ mod export;
 pub mod pool;
 pub mod reload;
 mod route;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -42,6 +43,8 @@ pub struct Runtime {
     pub service: ServiceSettings,
     pub export: Arc<ExportHandle>,
     pub formats: FormatCounters,
+    /// The TLS listeners' certificates, read by each new handshake.
+    pub certificates: tls::CertificateStore,
 }
 
 /// `stitch_propagation_{extracted,injected}_total` handles by format.
@@ -108,6 +111,7 @@ pub fn compile(
             Arc::new(handle)
         }
     };
+    let certificates = tls::store(&config)?;
     let routes = config
         .routes
         .iter()
@@ -131,6 +135,7 @@ pub fn compile(
             service: config.service.clone(),
             export,
             formats: FormatCounters::new(metrics),
+            certificates,
             config: Arc::new(config),
         },
         tasks,
@@ -202,6 +207,10 @@ pub fn config_hash(loaded: &crate::config::Loaded) -> String {
         if let Some(ca) = &u.ca {
             parts.push(&ca.pem);
         }
+    }
+    for c in config.server.certificates() {
+        parts.push(&c.cert.pem);
+        parts.push(&c.key.pem);
     }
     content_hash(parts)
 }

@@ -21,7 +21,7 @@ use pingora::lb::{Backend, Backends, LoadBalancer};
 use pingora::tls::x509::X509;
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::config::{ServiceBackend, Upstream};
+use crate::config::{ServiceBackend, Upstream, UpstreamProtocol};
 
 /// The ready endpoints of Kubernetes Services, as the controller last saw them.
 pub trait EndpointFeed: Send + Sync {
@@ -209,6 +209,14 @@ impl Template {
         peer.options.verify_cert = c.verify_cert;
         peer.options.verify_hostname = c.verify_cert;
         peer.options.ca = self.ca.clone();
+        match c.protocol {
+            UpstreamProtocol::Http1 => peer.options.set_http_version(1, 1),
+            // ALPN offers h2 then http/1.1; the server chooses.
+            UpstreamProtocol::H2 => peer.options.set_http_version(2, 1),
+            // No negotiation in cleartext: HTTP/2 with prior knowledge.
+            UpstreamProtocol::H2c => peer.options.set_http_version(2, 2),
+        }
+        peer.options.max_h2_streams = c.max_h2_streams;
         // Pingora's connection pool key leaves out the CA: connections made under other TLS
         // settings must not be reused after a reload.
         peer.group_key = self.group_key;
@@ -226,6 +234,7 @@ fn settings_key(c: &Upstream) -> u64 {
     c.sni.hash(&mut h);
     c.verify_cert.hash(&mut h);
     c.ca.as_ref().map(|ca| &ca.pem[..]).hash(&mut h);
+    c.protocol.hash(&mut h);
     h.finish()
 }
 
@@ -394,6 +403,8 @@ mod tests {
             health_check: None,
             resolve_interval: Duration::from_secs(30),
             backends: Vec::new(),
+            protocol: UpstreamProtocol::Http1,
+            max_h2_streams: 100,
         }
     }
 
@@ -441,6 +452,13 @@ mod tests {
         let mut b = a.clone();
         b.sni = "other".into();
         assert_ne!(settings_key(&a), settings_key(&b));
+        let mut h2c = a.clone();
+        h2c.protocol = UpstreamProtocol::H2c;
+        assert_ne!(
+            settings_key(&a),
+            settings_key(&h2c),
+            "a connection made for one protocol is not reused for another"
+        );
         let mut c = a.clone();
         c.read_timeout = Duration::from_secs(9);
         assert_eq!(

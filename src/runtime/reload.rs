@@ -259,6 +259,7 @@ impl Sources {
                 pool.refresh();
             }
         }
+        super::tls::record_expiry(&self.metrics, Some(&old), &self.live.snapshot());
         for name in &removed {
             self.metrics.remove_route(name);
         }
@@ -295,6 +296,7 @@ pub fn record_initial(metrics: &Metrics, rt: &Runtime) {
     m.info.with_label_values(&[&rt.hash]).set(1.0);
     m.last_successful.set(1);
     m.last_success_time.set(unix_now());
+    super::tls::record_expiry(metrics, None, rt);
 }
 
 /// The keys whose change needs a restart: what Pingora fixes when the server starts.
@@ -306,7 +308,15 @@ pub fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
             keys.push(key);
         }
     };
-    check(a.listen != b.listen, "server.listen");
+    // The listeners Pingora binds: addresses, TLS on or off, and what each serves. Their
+    // certificates are not here: those reload live.
+    let shape = |s: &crate::config::ServerSettings| -> Vec<_> {
+        s.listeners
+            .iter()
+            .map(|l| (l.address.clone(), l.tls.is_some(), l.serve.clone()))
+            .collect()
+    };
+    check(shape(a) != shape(b), "server.listen / server.listener");
     check(a.threads != b.threads, "server.threads");
     check(a.work_stealing != b.work_stealing, "server.work_stealing");
     check(
@@ -385,7 +395,31 @@ pub fn unix_now() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::restart_keys;
-    use crate::config::parse;
+    use crate::config::{parse, Config};
+
+    const ROUTE: &str = "[[route]]\npath = \"/\"\nupstream = \"builtin:echo\"\n";
+
+    fn with(server: &str) -> Config {
+        parse(&format!("[server]\n{server}\n{ROUTE}")).unwrap()
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn listener_changes_wait_for_a_restart() {
+        let base = "listen = [\"127.0.0.1:8080\"]\n[[server.listener]]\naddress = \"127.0.0.1:8081\"";
+        let table: &[(&str, bool, &str)] = &[
+            (base, false, "the same listeners"),
+            ("listen = [\"127.0.0.1:8080\"]\n[[server.listener]]\naddress = \"127.0.0.1:8082\"", true, "an address"),
+            ("listen = [\"127.0.0.1:8080\"]\n[[server.listener]]\naddress = \"127.0.0.1:8081\"\nh2c = true", true, "h2c"),
+            ("listen = [\"127.0.0.1:8080\"]\n[[server.listener]]\naddress = \"127.0.0.1:8081\"\nredirect_to_https = true", true, "a redirect"),
+            ("listen = [\"127.0.0.1:8080\"]", true, "a listener removed"),
+        ];
+        let old = with(base);
+        for (new, restart, why) in table {
+            let keys = restart_keys(&old, &with(new));
+            assert_eq!(keys.contains(&"server.listen / server.listener"), *restart, "{why}: {keys:?}");
+        }
+    }
 
     #[test]
     fn the_controllers_start_up_settings_wait_for_a_restart() {

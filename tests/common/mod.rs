@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 /// A running stitch process.
 pub struct Stitch {
     pub child: Child,
+    /// The first proxy listener.
     pub proxy: SocketAddr,
+    /// Every proxy listener as stitch reported it (`http://ADDR` or `https://ADDR`), in order.
+    pub listeners: Vec<String>,
     pub admin: SocketAddr,
     pub stdout_lines: Arc<Mutex<Vec<String>>>,
     pub stderr_lines: Arc<Mutex<Vec<String>>>,
@@ -106,12 +109,16 @@ impl Stitch {
         pump(child.stderr.take().unwrap(), stderr_lines.clone(), Some(tx));
         let deadline = Instant::now() + Duration::from_secs(30);
         let (mut proxy, mut admin) = (None, None);
+        let mut listeners = Vec::new();
+        // stitch reports every proxy listener before the admin one.
         while proxy.is_none() || admin.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some(a) = line.strip_prefix("stitch: proxy listening on http://") {
+                    if let Some(url) = line.strip_prefix("stitch: proxy listening on ") {
+                        let a = url.split_once("://").map(|(_, a)| a).unwrap_or(url);
                         proxy.get_or_insert(a.parse::<SocketAddr>().unwrap());
+                        listeners.push(url.to_string());
                     }
                     if let Some(a) = line.strip_prefix("stitch: admin listening on http://") {
                         admin = Some(a.parse::<SocketAddr>().unwrap());
@@ -126,6 +133,7 @@ impl Stitch {
         Stitch {
             child,
             proxy: proxy.unwrap(),
+            listeners,
             admin: admin.unwrap(),
             stdout_lines,
             stderr_lines,

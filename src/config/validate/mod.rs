@@ -4,6 +4,7 @@
 mod cors;
 mod export;
 mod kubernetes;
+mod listener;
 mod propagation;
 mod route;
 mod server;
@@ -82,7 +83,11 @@ pub fn validate(d: &Description) -> Result<Config, Vec<ConfigError>> {
         kubernetes,
     } = d;
     let mut p = Problems::default();
-    let server = server::server(&mut p, server);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let server = server::server(&mut p, server, now);
     let admin_listen = server::admin(&mut p, admin);
     let service = server::service(service);
     let access_log = server::access_log(&mut p, access_log);

@@ -7,9 +7,10 @@ use super::Problems;
 use crate::config::description::{AccessLogFile, AdminFile, ServerFile, ServiceFile};
 use crate::config::{AccessLog, AccessLogFormat, At, Location, ServerSettings, ServiceSettings};
 
-pub(super) fn server(p: &mut Problems, s: &ServerFile) -> ServerSettings {
+pub(super) fn server(p: &mut Problems, s: &ServerFile, now: i64) -> ServerSettings {
     let ServerFile {
         listen,
+        listener,
         threads,
         work_stealing,
         shutdown_grace_seconds,
@@ -19,27 +20,7 @@ pub(super) fn server(p: &mut Problems, s: &ServerFile) -> ServerSettings {
         upstream_keepalive_pool,
         read_buffer_bytes,
     } = s;
-    if listen.is_empty() {
-        p.at(
-            Location::Default,
-            "server.listen",
-            "at least one listen address is required",
-        );
-    }
-    let mut addrs = Vec::new();
-    for (i, a) in listen.iter().enumerate() {
-        match a.get_ref().parse::<SocketAddr>() {
-            Ok(_) => addrs.push(a.get_ref().clone()),
-            Err(_) => p.at(
-                a.at(),
-                format!("server.listen[{i}]"),
-                format!(
-                    "`{}` is not an IP:port address (e.g. 0.0.0.0:8080)",
-                    a.get_ref()
-                ),
-            ),
-        }
-    }
+    let listeners = super::listener::listeners(p, listen, listener, now);
     let threads = p.within(threads, "server.threads", 1..=1024, 1);
     let grace = p.within(
         shutdown_grace_seconds,
@@ -66,7 +47,7 @@ pub(super) fn server(p: &mut Problems, s: &ServerFile) -> ServerSettings {
         4096,
     );
     ServerSettings {
-        listen: addrs,
+        listeners,
         threads: threads as usize,
         work_stealing: *work_stealing,
         shutdown_grace: Duration::from_secs(grace as u64),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::Problems;
 use crate::config::description::UpstreamFile;
-use crate::config::{At, CaFile, Upstream, ECHO_UPSTREAM};
+use crate::config::{At, CaFile, Upstream, UpstreamProtocol, ECHO_UPSTREAM};
 
 pub(super) fn upstreams(
     p: &mut Problems,
@@ -39,6 +39,8 @@ fn upstream(p: &mut Problems, name: &str, u: &At<UpstreamFile>) -> Upstream {
         resolve_interval_ms,
         backends,
         from_cluster: _,
+        protocol,
+        max_h2_streams,
     } = u.get_ref();
     if servers.get_ref().is_empty() && !from_cluster {
         p.at(
@@ -90,6 +92,13 @@ fn upstream(p: &mut Problems, name: &str, u: &At<UpstreamFile>) -> Upstream {
             }
         }
     });
+    let protocol = upstream_protocol(p, &key, protocol.as_ref(), *tls);
+    let max_h2_streams = p.within(
+        max_h2_streams,
+        &format!("{key}.max_h2_streams"),
+        1..=10_000,
+        1,
+    ) as usize;
     let sni = sni.clone().unwrap_or_else(|| {
         list.first()
             .and_then(|s| s.rsplit_once(':').map(|(h, _)| h.to_string()))
@@ -108,6 +117,50 @@ fn upstream(p: &mut Problems, name: &str, u: &At<UpstreamFile>) -> Upstream {
         health_check,
         resolve_interval,
         backends: backends.clone(),
+        protocol,
+        max_h2_streams,
+    }
+}
+
+/// `protocol`: `h2` needs TLS (it is chosen by ALPN), `h2c` needs a cleartext connection.
+fn upstream_protocol(
+    p: &mut Problems,
+    key: &str,
+    protocol: Option<&At<String>>,
+    tls: bool,
+) -> UpstreamProtocol {
+    let Some(v) = protocol else {
+        return UpstreamProtocol::Http1;
+    };
+    let key = format!("{key}.protocol");
+    match (v.get_ref().as_str(), tls) {
+        ("http1", _) => UpstreamProtocol::Http1,
+        ("h2", true) => UpstreamProtocol::H2,
+        ("h2c", false) => UpstreamProtocol::H2c,
+        ("h2", false) => {
+            p.at(
+                v.at(),
+                key,
+                "\"h2\" is HTTP/2 over TLS (tls = true); cleartext HTTP/2 is \"h2c\"",
+            );
+            UpstreamProtocol::Http1
+        }
+        ("h2c", true) => {
+            p.at(
+                v.at(),
+                key,
+                "\"h2c\" is cleartext HTTP/2; over TLS it is \"h2\"",
+            );
+            UpstreamProtocol::Http1
+        }
+        (other, _) => {
+            p.at(
+                v.at(),
+                key,
+                format!("must be \"http1\", \"h2\" or \"h2c\", got \"{other}\""),
+            );
+            UpstreamProtocol::Http1
+        }
     }
 }
 

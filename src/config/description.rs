@@ -57,6 +57,10 @@ pub struct ServerFile {
     /// Bytes of read buffer per client connection (Pingora's default is 64 KiB).
     #[serde(default = "default_read_buffer")]
     pub read_buffer_bytes: At<i64>,
+    /// CIDRs (or addresses) of the proxies and balancers whose `X-Forwarded-For` and PROXY
+    /// protocol headers are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<At<String>>,
 }
 
 impl Default for ServerFile {
@@ -71,6 +75,7 @@ impl Default for ServerFile {
             upgrade_sock: None,
             upstream_keepalive_pool: default_keepalive_pool(),
             read_buffer_bytes: default_read_buffer(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -189,6 +194,8 @@ pub struct RouteFile {
     pub upstream: At<String>,
     pub cors: Option<At<String>>,
     pub propagation: Option<At<String>>,
+    /// `x-forwarded-for`, `x-forwarded-proto`, `x-forwarded-host`, `forwarded`.
+    pub forwarded_headers: Option<At<Vec<At<String>>>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -214,6 +214,8 @@ pub struct ServerSettings {
     pub upgrade_sock: Option<String>,
     pub upstream_keepalive_pool: usize,
     pub read_buffer_bytes: usize,
+    /// Whose forwarding headers (`X-Forwarded-For`, PROXY protocol) are believed.
+    pub trusted_proxies: crate::forwarded::TrustedProxies,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -280,6 +282,8 @@ pub struct Route {
     pub cors: Option<usize>,
     /// Index into [`Config::profiles`] (0: the default profile).
     pub propagation: usize,
+    /// The forwarding headers written upstream.
+    pub forwarded_headers: Vec<crate::forwarded::ForwardedHeader>,
 }
 
 /// The name of the built-in echo upstream.

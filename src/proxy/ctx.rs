@@ -8,6 +8,7 @@ use std::time::{Instant, SystemTime};
 use http::HeaderValue;
 
 use crate::edge::TracePlan;
+use crate::forwarded::Client;
 use crate::runtime::{RouteRuntime, Runtime};
 
 /// Counts a request as in flight for as long as it lives (graceful shutdown waits on it).
@@ -50,6 +51,10 @@ pub struct Ctx {
     pub preflight_answered: bool,
     /// The trace plan (absent on pass-through routes).
     pub trace: Option<TracePlan>,
+    /// The client, found through the trusted proxies (absent when the peer is unknown).
+    pub client: Option<Client>,
+    /// `"https"` on a TLS listener, else `"http"`.
+    pub scheme: &'static str,
     _inflight: InflightGuard,
 }
 
@@ -69,6 +74,8 @@ impl Ctx {
             augment_preflight: false,
             preflight_answered: false,
             trace: None,
+            client: None,
+            scheme: "http",
         }
     }
 

@@ -91,10 +91,7 @@ fn edge_span(
         path,
         status,
         upstream: ctx.upstream.clone(),
-        client_addr: session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string()),
+        client_addr: ctx.client.map(|c| c.ip.to_string()),
         user_agent: header(http::header::USER_AGENT),
         origin: c.origin.clone(),
         sampling_priority: plan.decision.priority,
@@ -125,7 +122,7 @@ fn edge_span(
             http::Version::HTTP_3 => "3",
             _ => "1.1",
         })),
-        scheme: Some(Cow::Borrowed("http")),
+        scheme: Some(Cow::Borrowed(ctx.scheme)),
         host: header(http::header::HOST),
     })
 }
@@ -143,6 +140,7 @@ fn access_line(session: &Session, ctx: &Ctx, status: u16, elapsed: Duration, idx
         None => (String::new(), String::new(), String::new()),
     };
     let svc = &rt.service;
+    let client = ctx.client.map(|c| c.ip.to_string()).unwrap_or_default();
     let line = match rt.access_log.format {
         AccessLogFormat::Json => {
             let v = serde_json::json!({
@@ -153,6 +151,7 @@ fn access_line(session: &Session, ctx: &Ctx, status: u16, elapsed: Duration, idx
                 "status": status,
                 "duration_ms": elapsed.as_secs_f64() * 1000.0,
                 "upstream": ctx.upstream.as_deref(),
+                "client": client,
                 "dd.trace_id": trace_low,
                 "trace_id": trace_hex,
                 "dd.span_id": span,
@@ -163,13 +162,14 @@ fn access_line(session: &Session, ctx: &Ctx, status: u16, elapsed: Duration, idx
             v.to_string()
         }
         AccessLogFormat::Text => format!(
-            "{} {} {} route={} status={} duration_ms={:.3} dd.trace_id={} trace_id={} dd.span_id={} dd.service={} dd.env={} dd.version={}",
+            "{} {} {} route={} status={} duration_ms={:.3} client={} dd.trace_id={} trace_id={} dd.span_id={} dd.service={} dd.env={} dd.version={}",
             httpdate_now(),
             req.method,
             req.uri.path(),
             route,
             status,
             elapsed.as_secs_f64() * 1000.0,
+            client,
             trace_low,
             trace_hex,
             span,

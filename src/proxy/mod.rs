@@ -96,15 +96,15 @@ impl ProxyHttp for Stitch {
         request::upstream_peer(ctx)
     }
 
-    /// Request head about to go upstream: the trace headers rewritten.
+    /// Request head about to go upstream: trace headers rewritten, forwarding headers written.
     async fn upstream_request_filter(
         &self,
         _session: &mut Session,
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if let (Some(route), Some(plan)) = (ctx.route(), &ctx.trace) {
-            request::rewrite(&ctx.rt, route, upstream_request, plan);
+        if let Some(route) = ctx.route() {
+            request::upstream_request(ctx, route, upstream_request);
         }
         Ok(())
     }

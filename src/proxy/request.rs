@@ -15,6 +15,7 @@ use super::{echo, Ctx, Stitch};
 use crate::config::Target;
 use crate::cors::{self, PreflightDecision, PreflightMode};
 use crate::edge::{self, HeaderEdit, TracePlan};
+use crate::forwarded::{self, Hop};
 use crate::propagation::{Format, Outcome};
 use crate::routing::host_part;
 use crate::runtime::{FormatCounters, RouteRuntime, Runtime};
@@ -36,6 +37,9 @@ impl HeaderEdit for RequestHeader {
 /// The whole request phase. `Ok(true)`: stitch answered the request itself.
 pub(super) async fn handle(app: &Stitch, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
     let rt = ctx.rt.clone();
+    ctx.scheme = scheme(session);
+    ctx.client = peer_ip(session)
+        .map(|peer| forwarded::resolve(peer, &session.req_header().headers, &rt.trusted_proxies));
     let found = {
         let req = session.req_header();
         rt.router.find(request_host(req), req.uri.path())
@@ -64,7 +68,7 @@ pub(super) async fn handle(app: &Stitch, session: &mut Session, ctx: &mut Ctx) -
     };
     ctx.route = Some(idx);
     let route = &rt.routes[idx];
-    let client = client_ip(session);
+    let client = ctx.client.map(|c| c.ip);
 
     if let Some(policy) = &route.cors {
         let req = session.req_header();
@@ -144,10 +148,8 @@ pub(super) async fn handle(app: &Stitch, session: &mut Session, ctx: &mut Ctx) -
 
     if route.target == Target::Echo {
         let mut req = session.req_header().clone();
-        if let Some(plan) = &ctx.trace {
-            rewrite(&rt, route, &mut req, plan);
-        }
-        let body = echo::body(&req);
+        upstream_request(ctx, route, &mut req);
+        let body = echo::body(&req, client);
         let extra = cors_headers(route.cors.as_ref(), ctx.allowed_origin.as_ref());
         respond(session, ctx, 200, Some("application/json"), body, extra).await?;
         return Ok(true);
@@ -213,14 +215,25 @@ fn plan(
     plan
 }
 
-/// Rewrite the trace headers of a request going upstream (also what the echo shows) and count
-/// the formats written.
-pub(super) fn rewrite(
-    rt: &Runtime,
-    route: &RouteRuntime,
-    req: &mut RequestHeader,
-    plan: &TracePlan,
-) {
+/// The request head as it goes upstream (also what the echo shows): trace headers rewritten and
+/// forwarding headers written.
+pub(super) fn upstream_request(ctx: &Ctx, route: &RouteRuntime, req: &mut RequestHeader) {
+    if let Some(plan) = &ctx.trace {
+        rewrite(&ctx.rt, route, req, plan);
+    }
+    if let (Some(client), false) = (&ctx.client, route.forwarded_headers.is_empty()) {
+        let hop = Hop {
+            client,
+            scheme: ctx.scheme,
+            host: Some(request_host_raw(req)).filter(|h| !h.is_empty()),
+        };
+        let edits = forwarded::edits(&route.forwarded_headers, &hop, &req.headers);
+        forwarded::apply(edits, req);
+    }
+}
+
+/// Rewrite the trace headers of a request going upstream and count the formats written.
+fn rewrite(rt: &Runtime, route: &RouteRuntime, req: &mut RequestHeader, plan: &TracePlan) {
     edge::rewrite(plan, &route.profile.inject, req);
     for f in &route.profile.inject {
         if *f != Format::Baggage || plan.context.baggage.is_some() {
@@ -251,20 +264,32 @@ pub(super) fn upstream_peer(ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
     Ok(peer)
 }
 
-/// The host a request is for: the `Host` header, or the URI authority (HTTP/2).
+/// The host a request is for, without the port.
 fn request_host(req: &RequestHeader) -> &str {
-    let raw = req
-        .headers
+    host_part(request_host_raw(req))
+}
+
+/// The `Host` header, or the URI authority (HTTP/2), as sent.
+fn request_host_raw(req: &RequestHeader) -> &str {
+    req.headers
         .get(http::header::HOST)
         .and_then(|v| v.to_str().ok())
         .or_else(|| req.uri.authority().map(|a| a.as_str()))
-        .unwrap_or("");
-    host_part(raw)
+        .unwrap_or("")
 }
 
-fn client_ip(session: &Session) -> Option<IpAddr> {
+/// The connection's peer: the socket's, or the one a PROXY protocol header gave.
+fn peer_ip(session: &Session) -> Option<IpAddr> {
     session
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip())
+}
+
+/// `"https"` when the client connection is TLS.
+fn scheme(session: &Session) -> &'static str {
+    match session.digest().and_then(|d| d.ssl_digest.as_ref()) {
+        Some(_) => "https",
+        None => "http",
+    }
 }

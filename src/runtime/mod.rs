@@ -20,6 +20,7 @@ pub use pool::Pool;
 pub use route::RouteRuntime;
 
 use crate::config::{AccessLog, Config, ServiceSettings, Target};
+use crate::forwarded::TrustedProxies;
 use crate::metrics::Metrics;
 use crate::propagation::Format;
 use crate::routing::Router;
@@ -42,6 +43,8 @@ pub struct Runtime {
     pub service: ServiceSettings,
     pub export: Arc<ExportHandle>,
     pub formats: FormatCounters,
+    /// Whose `X-Forwarded-For` is believed (`[server] trusted_proxies`, reloadable).
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// `stitch_propagation_{extracted,injected}_total` handles by format.
@@ -130,6 +133,7 @@ pub fn compile(
             service: config.service.clone(),
             export,
             formats: FormatCounters::new(metrics),
+            trusted_proxies: config.server.trusted_proxies.clone(),
             config: Arc::new(config),
         },
         tasks,

@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::Problems;
 use crate::config::description::{AccessLogFile, AdminFile, ServerFile, ServiceFile};
 use crate::config::{AccessLog, AccessLogFormat, At, Location, ServerSettings, ServiceSettings};
+use crate::forwarded::TrustedProxies;
 
 pub(super) fn server(p: &mut Problems, s: &ServerFile) -> ServerSettings {
     let ServerFile {
@@ -18,6 +19,7 @@ pub(super) fn server(p: &mut Problems, s: &ServerFile) -> ServerSettings {
         upgrade_sock,
         upstream_keepalive_pool,
         read_buffer_bytes,
+        trusted_proxies,
     } = s;
     if listen.is_empty() {
         p.at(
@@ -65,6 +67,13 @@ pub(super) fn server(p: &mut Problems, s: &ServerFile) -> ServerSettings {
         1024..=1024 * 1024,
         4096,
     );
+    let mut nets = Vec::new();
+    for (i, c) in trusted_proxies.iter().enumerate() {
+        match super::cidr(c.get_ref()) {
+            Ok(n) => nets.push(n),
+            Err(m) => p.at(c.at(), format!("server.trusted_proxies[{i}]"), m),
+        }
+    }
     ServerSettings {
         listen: addrs,
         threads: threads as usize,
@@ -75,6 +84,7 @@ pub(super) fn server(p: &mut Problems, s: &ServerFile) -> ServerSettings {
         upgrade_sock: upgrade_sock.clone(),
         upstream_keepalive_pool: pool as usize,
         read_buffer_bytes: read_buffer as usize,
+        trusted_proxies: TrustedProxies::new(nets),
     }
 }
 

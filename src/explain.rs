@@ -11,6 +11,7 @@ use crate::edge;
 use crate::forwarded;
 use crate::metrics::Metrics;
 use crate::propagation::{self, tracing_headers, ExtractBehavior};
+use crate::request_id;
 use crate::runtime::RouteRuntime;
 
 /// Parse `-H 'name: value'` arguments.
@@ -131,6 +132,16 @@ pub fn explain(
             forwarded::edits(&r.forwarded_headers, &hop, headers),
             &mut sent,
         );
+    }
+    if r.request_id {
+        let (id, outcome) = request_id::decide(headers);
+        let _ = writeln!(
+            o,
+            "request id: {} ({})",
+            String::from_utf8_lossy(id.as_bytes()),
+            request_id::Outcome::LABELS[outcome.index()]
+        );
+        sent.insert(request_id::X_REQUEST_ID, id);
     }
     let client = client.map(|c| c.ip);
 

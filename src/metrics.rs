@@ -25,6 +25,8 @@ pub struct Metrics {
     pub cors_refused_header: IntCounterVec,
     pub sampling_decisions: IntCounterVec,
     pub sampling_overridden: IntCounterVec,
+    /// `stitch_request_ids_total{outcome}`: `kept`, `generated`, `replaced`.
+    pub request_ids: IntCounterVec,
     pub export: ExportMetrics,
     pub config: ConfigMetrics,
 }
@@ -173,6 +175,12 @@ impl Metrics {
                 "stitch_sampling_overridden_total",
                 "Incoming sampling decisions stitch did not honour as sent, by route and reason.",
                 &["route", "reason"],
+            ),
+            request_ids: counter(
+                &registry,
+                "stitch_request_ids_total",
+                "X-Request-Id values, by outcome: kept (the client's), generated (none sent), replaced (invalid or oversized).",
+                &["outcome"],
             ),
             export: ExportMetrics::register(&registry)
                 .unwrap_or_else(|e| panic!("export metrics: {e}")),

@@ -196,6 +196,9 @@ pub struct RouteFile {
     pub propagation: Option<At<String>>,
     /// `x-forwarded-for`, `x-forwarded-proto`, `x-forwarded-host`, `forwarded`.
     pub forwarded_headers: Option<At<Vec<At<String>>>>,
+    /// Keep or make an `X-Request-Id` (on by default).
+    #[serde(default = "default_true")]
+    pub request_id: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -284,6 +284,8 @@ pub struct Route {
     pub propagation: usize,
     /// The forwarding headers written upstream.
     pub forwarded_headers: Vec<crate::forwarded::ForwardedHeader>,
+    /// Keep or make an `X-Request-Id`.
+    pub request_id: bool,
 }
 
 /// The name of the built-in echo upstream.

@@ -55,6 +55,8 @@ pub struct Ctx {
     pub client: Option<Client>,
     /// `"https"` on a TLS listener, else `"http"`.
     pub scheme: &'static str,
+    /// The request's `X-Request-Id` (absent on routes with `request_id = false`).
+    pub request_id: Option<HeaderValue>,
     _inflight: InflightGuard,
 }
 
@@ -76,6 +78,7 @@ impl Ctx {
             trace: None,
             client: None,
             scheme: "http",
+            request_id: None,
         }
     }
 

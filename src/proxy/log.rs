@@ -124,6 +124,10 @@ fn edge_span(
         })),
         scheme: Some(Cow::Borrowed(ctx.scheme)),
         host: header(http::header::HOST),
+        request_id: ctx
+            .request_id
+            .as_ref()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
     })
 }
 
@@ -141,6 +145,11 @@ fn access_line(session: &Session, ctx: &Ctx, status: u16, elapsed: Duration, idx
     };
     let svc = &rt.service;
     let client = ctx.client.map(|c| c.ip.to_string()).unwrap_or_default();
+    let request_id = ctx
+        .request_id
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let line = match rt.access_log.format {
         AccessLogFormat::Json => {
             let v = serde_json::json!({
@@ -152,6 +161,7 @@ fn access_line(session: &Session, ctx: &Ctx, status: u16, elapsed: Duration, idx
                 "duration_ms": elapsed.as_secs_f64() * 1000.0,
                 "upstream": ctx.upstream.as_deref(),
                 "client": client,
+                "request_id": request_id,
                 "dd.trace_id": trace_low,
                 "trace_id": trace_hex,
                 "dd.span_id": span,
@@ -162,7 +172,7 @@ fn access_line(session: &Session, ctx: &Ctx, status: u16, elapsed: Duration, idx
             v.to_string()
         }
         AccessLogFormat::Text => format!(
-            "{} {} {} route={} status={} duration_ms={:.3} client={} dd.trace_id={} trace_id={} dd.span_id={} dd.service={} dd.env={} dd.version={}",
+            "{} {} {} route={} status={} duration_ms={:.3} client={} request_id={} dd.trace_id={} trace_id={} dd.span_id={} dd.service={} dd.env={} dd.version={}",
             httpdate_now(),
             req.method,
             req.uri.path(),
@@ -170,6 +180,7 @@ fn access_line(session: &Session, ctx: &Ctx, status: u16, elapsed: Duration, idx
             status,
             elapsed.as_secs_f64() * 1000.0,
             client,
+            request_id,
             trace_low,
             trace_hex,
             span,

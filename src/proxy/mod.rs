@@ -96,7 +96,8 @@ impl ProxyHttp for Stitch {
         request::upstream_peer(ctx)
     }
 
-    /// Request head about to go upstream: trace headers rewritten, forwarding headers written.
+    /// Request head about to go upstream: trace headers rewritten, forwarding headers and the
+    /// request id written.
     async fn upstream_request_filter(
         &self,
         _session: &mut Session,
@@ -109,7 +110,7 @@ impl ProxyHttp for Stitch {
         Ok(())
     }
 
-    /// Upstream response head about to go to the client: CORS headers added.
+    /// Upstream response head about to go to the client: CORS headers and the request id added.
     async fn response_filter(
         &self,
         _session: &mut Session,

@@ -17,6 +17,7 @@ use crate::cors::{self, PreflightDecision, PreflightMode};
 use crate::edge::{self, HeaderEdit, TracePlan};
 use crate::forwarded::{self, Hop};
 use crate::propagation::{Format, Outcome};
+use crate::request_id;
 use crate::routing::host_part;
 use crate::runtime::{FormatCounters, RouteRuntime, Runtime};
 use crate::sampling::Source;
@@ -69,6 +70,11 @@ pub(super) async fn handle(app: &Stitch, session: &mut Session, ctx: &mut Ctx) -
     ctx.route = Some(idx);
     let route = &rt.routes[idx];
     let client = ctx.client.map(|c| c.ip);
+    if route.request_id {
+        let (id, outcome) = request_id::decide(&session.req_header().headers);
+        rt.request_ids[outcome.index()].inc();
+        ctx.request_id = Some(id);
+    }
 
     if let Some(policy) = &route.cors {
         let req = session.req_header();
@@ -215,8 +221,8 @@ fn plan(
     plan
 }
 
-/// The request head as it goes upstream (also what the echo shows): trace headers rewritten and
-/// forwarding headers written.
+/// The request head as it goes upstream (also what the echo shows): trace headers rewritten,
+/// forwarding headers written, the request id set.
 pub(super) fn upstream_request(ctx: &Ctx, route: &RouteRuntime, req: &mut RequestHeader) {
     if let Some(plan) = &ctx.trace {
         rewrite(&ctx.rt, route, req, plan);
@@ -229,6 +235,9 @@ pub(super) fn upstream_request(ctx: &Ctx, route: &RouteRuntime, req: &mut Reques
         };
         let edits = forwarded::edits(&route.forwarded_headers, &hop, &req.headers);
         forwarded::apply(edits, req);
+    }
+    if let Some(id) = &ctx.request_id {
+        let _ = req.insert_header("x-request-id", id.clone());
     }
 }
 

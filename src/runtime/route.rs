@@ -39,6 +39,8 @@ pub struct RouteRuntime {
     pub preflights: [IntCounter; 4],
     /// The forwarding headers written upstream.
     pub forwarded_headers: Vec<ForwardedHeader>,
+    /// Keep or make an `X-Request-Id`.
+    pub request_id: bool,
 }
 
 impl RouteRuntime {
@@ -75,6 +77,7 @@ impl RouteRuntime {
             decisions,
             preflights,
             forwarded_headers: r.forwarded_headers.clone(),
+            request_id: r.request_id,
         }
     }
 

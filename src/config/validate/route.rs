@@ -67,6 +67,7 @@ pub(super) fn routes(
             cors: cors_name,
             propagation,
             forwarded_headers,
+            request_id,
         } = r.get_ref();
         if !path.get_ref().starts_with('/') {
             p.at(
@@ -172,6 +173,7 @@ pub(super) fn routes(
                 cors: cors_idx,
                 propagation: profile_idx,
                 forwarded_headers,
+                request_id: *request_id,
             });
         }
     }

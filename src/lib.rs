@@ -14,6 +14,7 @@ pub mod forwarded;
 pub mod metrics;
 pub mod propagation;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod request_id;
 pub mod routing;
 pub mod runtime;

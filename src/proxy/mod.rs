@@ -2,6 +2,7 @@
 //! (`edge`, `cors`, `propagation`, `sampling`) through `request` and `respond`, and apply the
 //! answer. Per-request state, with the request's runtime snapshot, lives in [`Ctx`].
 
+pub mod accept;
 pub mod ctx;
 pub mod echo;
 mod log;

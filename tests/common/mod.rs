@@ -302,7 +302,7 @@ pub fn get(url: &str, headers: &[(&str, &str)]) -> std::io::Result<Response> {
     request("GET", url, headers, b"")
 }
 
-fn parse_response(raw: &[u8], head_only: bool) -> std::io::Result<Response> {
+pub fn parse_response(raw: &[u8], head_only: bool) -> std::io::Result<Response> {
     let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
     let end = raw
         .windows(4)

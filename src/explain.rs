@@ -120,9 +120,7 @@ pub fn explain(
     }
     let mut sent = headers.clone();
     if let Some(c) = &client {
-        let host = headers
-            .get(http::header::HOST)
-            .and_then(|v| v.to_str().ok());
+        let host = headers.get(http::header::HOST).cloned();
         let hop = forwarded::Hop {
             client: c,
             scheme: "http",

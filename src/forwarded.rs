@@ -167,13 +167,14 @@ impl ForwardedHeader {
 }
 
 /// What [`edits`] needs to know about the request besides its headers.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Hop<'a> {
     pub client: &'a Client,
     /// `"https"` on a TLS listener, else `"http"`.
     pub scheme: &'static str,
-    /// The `Host` the client asked for (or the HTTP/2 authority).
-    pub host: Option<&'a str>,
+    /// The `Host` the client asked for (or the HTTP/2 authority): the request's own value,
+    /// shared rather than copied into `X-Forwarded-Host`.
+    pub host: Option<HeaderValue>,
 }
 
 /// One change [`edits`] makes: set a header (replacing its values) or remove it.
@@ -204,7 +205,7 @@ pub fn edits(headers: &[ForwardedHeader], hop: &Hop<'_>, req: &HeaderMap) -> [Op
                 if c.peer_trusted && req.contains_key(X_FORWARDED_HOST) {
                     None
                 } else {
-                    Some(match hop.host.and_then(|v| HeaderValue::from_str(v).ok()) {
+                    Some(match hop.host.clone() {
                         Some(v) => Edit::Set(h.name(), v),
                         None => Edit::Remove(X_FORWARDED_HOST),
                     })
@@ -242,11 +243,43 @@ pub fn x_forwarded_for(c: &Client, req: &HeaderMap) -> String {
             .collect();
         kept.reverse();
         for ip in kept {
-            let _ = write!(out, "{ip}, ");
+            push_ip(&mut out, ip);
+            out.push_str(", ");
         }
     }
-    let _ = write!(out, "{}", c.peer);
+    push_ip(&mut out, c.peer);
     out
+}
+
+/// `ip` as text, as `Display` writes it.
+pub fn ip_string(ip: IpAddr) -> String {
+    let mut s = String::with_capacity(15);
+    push_ip(&mut s, ip);
+    s
+}
+
+/// Append `ip` as `Display` writes it: IPv4 by hand, as the standard formatter costs about ten
+/// times as much and an address is written on every request; IPv6 through `Display`.
+fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, o) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if o >= 100 {
+                    out.push(char::from(b'0' + o / 100));
+                }
+                if o >= 10 {
+                    out.push(char::from(b'0' + o / 10 % 10));
+                }
+                out.push(char::from(b'0' + o % 10));
+            }
+        }
+        IpAddr::V6(_) => {
+            let _ = write!(out, "{ip}");
+        }
+    }
 }
 
 /// A trusted peer's `Forwarded` with stitch's element appended, or stitch's element alone.
@@ -269,7 +302,7 @@ pub fn forwarded(hop: &Hop<'_>, req: &HeaderMap) -> String {
             let _ = write!(out, "for={ip}");
         }
     }
-    if let Some(host) = hop.host {
+    if let Some(host) = hop.host.as_ref().and_then(|v| v.to_str().ok()) {
         if is_token(host) {
             let _ = write!(out, ";host={host}");
         } else if host
@@ -381,7 +414,7 @@ mod tests {
         scheme: &'static str,
     ) -> HeaderMap {
         let client = resolve(peer.parse().unwrap(), req, &nets(LB));
-        let host = req.get(http::header::HOST).and_then(|v| v.to_str().ok());
+        let host = req.get(http::header::HOST).cloned();
         let mut out = req.clone();
         apply(
             edits(
@@ -505,12 +538,29 @@ mod tests {
         let hop = Hop {
             client: &client,
             scheme: "https",
-            host: Some("a.example"),
+            host: Some(HeaderValue::from_static("a.example")),
         };
         assert_eq!(
             forwarded(&hop, &req),
             "for=\"[2001:db8::5]\";host=a.example;proto=https"
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn ip_text_is_displays(v4 in proptest::prelude::any::<u32>(), v6 in proptest::prelude::any::<u128>()) {
+            for ip in [IpAddr::from(v4.to_be_bytes()), IpAddr::from(v6.to_be_bytes())] {
+                proptest::prop_assert_eq!(ip_string(ip), ip.to_string());
+            }
+        }
+    }
+
+    #[test]
+    fn ip_text_at_the_digit_boundaries() {
+        for o in [0u8, 9, 10, 99, 100, 255] {
+            let ip = IpAddr::from([o, o, o, o]);
+            assert_eq!(ip_string(ip), ip.to_string());
+        }
     }
 
     #[test]

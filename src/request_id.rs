@@ -55,15 +55,15 @@ pub fn generate() -> HeaderValue {
 fn uuid_v4(random: u128) -> HeaderValue {
     let v = (random & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [0u8; 36];
-    let mut nibble = 32;
-    for (i, slot) in out.iter_mut().enumerate() {
-        if matches!(i, 8 | 13 | 18 | 23) {
-            *slot = b'-';
-            continue;
+    let mut out = [b'-'; 36];
+    let mut at = 0;
+    for (i, byte) in v.to_be_bytes().into_iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            at += 1; // the dash already there
         }
-        nibble -= 1;
-        *slot = HEX[((v >> (nibble * 4)) & 0xf) as usize];
+        out[at] = HEX[usize::from(byte >> 4)];
+        out[at + 1] = HEX[usize::from(byte & 0xf)];
+        at += 2;
     }
     // Hex digits and dashes are always a valid header value.
     HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("-"))

@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
     let hop = Hop {
         client: &client,
         scheme: "https",
-        host: Some("shop.example"),
+        host: Some(HeaderValue::from_static("shop.example")),
     };
     let edits = forwarded::edits(&ForwardedHeader::ALL, &hop, &headers);
     let mut out = headers.clone();

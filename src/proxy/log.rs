@@ -9,6 +9,7 @@ use pingora::proxy::Session;
 
 use super::Ctx;
 use crate::config::AccessLogFormat;
+use crate::forwarded;
 use crate::runtime::Runtime;
 use crate::span::{EdgeSpan, SpanError, SpanLink};
 
@@ -91,7 +92,7 @@ fn edge_span(
         path,
         status,
         upstream: ctx.upstream.clone(),
-        client_addr: ctx.client.map(|c| c.ip.to_string()),
+        client_addr: ctx.client.map(|c| forwarded::ip_string(c.ip)),
         user_agent: header(http::header::USER_AGENT),
         origin: c.origin.clone(),
         sampling_priority: plan.decision.priority,
@@ -144,7 +145,10 @@ fn access_line(session: &Session, ctx: &Ctx, status: u16, elapsed: Duration, idx
         None => (String::new(), String::new(), String::new()),
     };
     let svc = &rt.service;
-    let client = ctx.client.map(|c| c.ip.to_string()).unwrap_or_default();
+    let client = ctx
+        .client
+        .map(|c| forwarded::ip_string(c.ip))
+        .unwrap_or_default();
     let request_id = ctx
         .request_id
         .as_ref()

@@ -228,10 +228,17 @@ pub(super) fn upstream_request(ctx: &Ctx, route: &RouteRuntime, req: &mut Reques
         rewrite(&ctx.rt, route, req, plan);
     }
     if let (Some(client), false) = (&ctx.client, route.forwarded_headers.is_empty()) {
+        let host = match req.headers.get(http::header::HOST) {
+            Some(h) => Some(h.clone()),
+            None => req
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+        };
         let hop = Hop {
             client,
             scheme: ctx.scheme,
-            host: Some(request_host_raw(req)).filter(|h| !h.is_empty()),
+            host,
         };
         let edits = forwarded::edits(&route.forwarded_headers, &hop, &req.headers);
         forwarded::apply(edits, req);
@@ -273,18 +280,15 @@ pub(super) fn upstream_peer(ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
     Ok(peer)
 }
 
-/// The host a request is for, without the port.
+/// The host a request is for: the `Host` header, or the URI authority (HTTP/2).
 fn request_host(req: &RequestHeader) -> &str {
-    host_part(request_host_raw(req))
-}
-
-/// The `Host` header, or the URI authority (HTTP/2), as sent.
-fn request_host_raw(req: &RequestHeader) -> &str {
-    req.headers
+    let raw = req
+        .headers
         .get(http::header::HOST)
         .and_then(|v| v.to_str().ok())
         .or_else(|| req.uri.authority().map(|a| a.as_str()))
-        .unwrap_or("")
+        .unwrap_or("");
+    host_part(raw)
 }
 
 /// The connection's peer: the socket's, or the one a PROXY protocol header gave.

@@ -46,7 +46,8 @@ enum Command {
         /// A request header, `name: value` (repeatable).
         #[arg(short = 'H', long = "header")]
         headers: Vec<String>,
-        /// The client address (for `trust` rules).
+        /// The address the request comes from: the client, or a trusted proxy whose
+        /// X-Forwarded-For names the client (for `trust` rules and the forwarding headers).
         #[arg(long)]
         client: Option<std::net::IpAddr>,
     },

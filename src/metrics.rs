@@ -25,6 +25,10 @@ pub struct Metrics {
     pub cors_refused_header: IntCounterVec,
     pub sampling_decisions: IntCounterVec,
     pub sampling_overridden: IntCounterVec,
+    /// `stitch_request_ids_total{outcome}`: `kept`, `generated`, `replaced`.
+    pub request_ids: IntCounterVec,
+    /// `stitch_proxy_protocol_total{result}` (see `proxy::accept::Outcome`).
+    pub proxy_protocol: IntCounterVec,
     pub export: ExportMetrics,
     pub config: ConfigMetrics,
     /// `stitch_tls_certificate_expiry_timestamp_seconds{listener,name}`
@@ -205,6 +209,18 @@ impl Metrics {
                 "stitch_sampling_overridden_total",
                 "Incoming sampling decisions stitch did not honour as sent, by route and reason.",
                 &["route", "reason"],
+            ),
+            request_ids: counter(
+                &registry,
+                "stitch_request_ids_total",
+                "X-Request-Id values, by outcome: kept (the client's), generated (none sent), replaced (invalid or oversized).",
+                &["outcome"],
+            ),
+            proxy_protocol: counter(
+                &registry,
+                "stitch_proxy_protocol_total",
+                "PROXY protocol headers on listeners that expect one, by result: proxied, local, untrusted (addresses ignored), invalid and timeout (connection closed).",
+                &["result"],
             ),
             export: ExportMetrics::register(&registry)
                 .unwrap_or_else(|e| panic!("export metrics: {e}")),

@@ -221,6 +221,7 @@ fn span(trace_id: u128, span_id: u64, priority: i32) -> EdgeSpan {
         http_version: None,
         scheme: None,
         host: None,
+        request_id: None,
     }
 }
 
@@ -285,6 +286,14 @@ fn otlp_attrs(list: &Value) -> HashMap<String, String> {
                 format!("i:{}", i.as_str().unwrap())
             } else if let Some(b) = v.get("bool_value") {
                 format!("b:{}", b.as_bool().unwrap())
+            } else if let Some(a) = v.get("array_value") {
+                let items: Vec<&str> = a["values"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| i["string_value"].as_str().unwrap())
+                    .collect();
+                format!("a:[{}]", items.join(","))
             } else {
                 panic!("unexpected value {v}")
             };
@@ -328,6 +337,7 @@ fn full_span() -> EdgeSpan {
         http_version: Some("1.1".into()),
         scheme: Some("http".into()),
         host: Some("shop.example:8080".into()),
+        request_id: Some("ticket-4711".into()),
         ..span(0x640cfd8d00000000_64fe8b2a57d3eff7, 0x0a0b0c0d0e0f1011, 2)
     }
 }
@@ -454,6 +464,7 @@ fn every_field_arrives_on_both_paths_with_identical_ids() {
         ("http.status_code", "502"),
         ("http.useragent", "Mozilla/5.0 (X11)"),
         ("http.client_ip", "192.0.2.7"),
+        ("http.request.headers.x-request-id", "ticket-4711"),
         ("stitch.upstream", "127.0.0.1:9001"),
         ("error.type", "http_502"),
         ("error.message", "upstream answered 502"),
@@ -540,6 +551,7 @@ fn every_field_arrives_on_both_paths_with_identical_ids() {
         ("client.address", "192.0.2.7"),
         ("client.port", "i:51000"),
         ("user_agent.original", "Mozilla/5.0 (X11)"),
+        ("http.request.header.x-request-id", "a:[ticket-4711]"),
         ("network.peer.address", "127.0.0.1"),
         ("network.peer.port", "i:9001"),
         ("network.protocol.version", "1.1"),

@@ -80,6 +80,10 @@ pub struct ServerFile {
     /// Bytes of read buffer per client connection (Pingora's default is 64 KiB).
     #[serde(default = "default_read_buffer")]
     pub read_buffer_bytes: At<i64>,
+    /// CIDRs (or addresses) of the proxies and balancers whose `X-Forwarded-For` and PROXY
+    /// protocol headers are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<At<String>>,
 }
 
 impl Default for ServerFile {
@@ -95,6 +99,7 @@ impl Default for ServerFile {
             upgrade_sock: None,
             upstream_keepalive_pool: default_keepalive_pool(),
             read_buffer_bytes: default_read_buffer(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -305,6 +310,11 @@ pub struct RouteFile {
     /// Match `path` exactly (Ingress `Exact`, HTTPRoute `Exact`; not a TOML key).
     #[serde(skip)]
     pub exact: bool,
+    /// `x-forwarded-for`, `x-forwarded-proto`, `x-forwarded-host`, `forwarded`.
+    pub forwarded_headers: Option<At<Vec<At<String>>>>,
+    /// Keep or make an `X-Request-Id` (on by default).
+    #[serde(default = "default_true")]
+    pub request_id: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -239,6 +239,8 @@ fn clone_route(r: &RouteFile, at: &Location) -> RouteFile {
         cors: r.cors.as_ref().map(here),
         propagation: r.propagation.as_ref().map(here),
         exact: r.exact,
+        forwarded_headers: r.forwarded_headers.clone(),
+        request_id: r.request_id,
     }
 }
 
@@ -363,6 +365,8 @@ fn ingress(object: &ObjectRef, ing: &Ingress, names: &Names) -> Result<Contribut
             cors: cors.clone().map(at),
             propagation: profile.clone().map(at),
             exact,
+            forwarded_headers: None,
+            request_id: true,
         });
         Ok(())
     };
@@ -584,6 +588,8 @@ fn http_route(
                     cors: cors.clone().map(at),
                     propagation: profile.clone().map(at),
                     exact,
+                    forwarded_headers: None,
+                    request_id: true,
                 });
             }
         }

@@ -280,6 +280,8 @@ pub struct ServerSettings {
     pub upgrade_sock: Option<String>,
     pub upstream_keepalive_pool: usize,
     pub read_buffer_bytes: usize,
+    /// Whose forwarding headers (`X-Forwarded-For`, PROXY protocol) are believed.
+    pub trusted_proxies: crate::forwarded::TrustedProxies,
 }
 
 impl ServerSettings {
@@ -456,6 +458,10 @@ pub struct Route {
     pub cors: Option<usize>,
     /// Index into [`Config::profiles`] (0: the default profile).
     pub propagation: usize,
+    /// The forwarding headers written upstream.
+    pub forwarded_headers: Vec<crate::forwarded::ForwardedHeader>,
+    /// Keep or make an `X-Request-Id`.
+    pub request_id: bool,
 }
 
 /// The name of the built-in echo upstream.

@@ -8,6 +8,7 @@ use std::time::{Instant, SystemTime};
 use http::HeaderValue;
 
 use crate::edge::TracePlan;
+use crate::forwarded::Client;
 use crate::runtime::{RouteRuntime, Runtime};
 
 /// Counts a request as in flight for as long as it lives (graceful shutdown waits on it).
@@ -55,6 +56,12 @@ pub struct Ctx {
     /// A gRPC response's `grpc-status` and `grpc-message` (from its trailers, or its headers
     /// for a trailers-only answer).
     pub grpc_status: Option<(u32, String)>,
+    /// The client, found through the trusted proxies (absent when the peer is unknown).
+    pub client: Option<Client>,
+    /// `"https"` on a TLS listener, else `"http"`.
+    pub scheme: &'static str,
+    /// The request's `X-Request-Id` (absent on routes with `request_id = false`).
+    pub request_id: Option<HeaderValue>,
     _inflight: InflightGuard,
 }
 
@@ -76,6 +83,9 @@ impl Ctx {
             trace: None,
             hsts: None,
             grpc_status: None,
+            client: None,
+            scheme: "http",
+            request_id: None,
         }
     }
 

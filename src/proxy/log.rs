@@ -9,6 +9,7 @@ use pingora::proxy::Session;
 
 use super::Ctx;
 use crate::config::AccessLogFormat;
+use crate::forwarded;
 use crate::runtime::Runtime;
 use crate::span::{EdgeSpan, SpanError, SpanLink};
 
@@ -96,10 +97,7 @@ fn edge_span(
         path,
         status,
         upstream: ctx.upstream.clone(),
-        client_addr: session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string()),
+        client_addr: ctx.client.map(|c| forwarded::ip_string(c.ip)),
         user_agent: header(http::header::USER_AGENT),
         origin: c.origin.clone(),
         sampling_priority: plan.decision.priority,
@@ -130,10 +128,14 @@ fn edge_span(
             http::Version::HTTP_3 => "3",
             _ => "1.1",
         })),
-        scheme: Some(Cow::Borrowed(scheme(session))),
+        scheme: Some(Cow::Borrowed(ctx.scheme)),
         // HTTP/2 carries the host in `:authority`, which Pingora keeps in the URI.
         host: header(http::header::HOST)
             .or_else(|| req.uri.authority().map(|a| a.as_str().to_string())),
+        request_id: ctx
+            .request_id
+            .as_ref()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
     })
 }
 
@@ -162,13 +164,6 @@ fn grpc_code_name(code: u32) -> &'static str {
 }
 
 /// `https` when the client's connection is TLS.
-fn scheme(session: &Session) -> &'static str {
-    match session.digest().and_then(|d| d.ssl_digest.as_ref()) {
-        Some(_) => "https",
-        None => "http",
-    }
-}
-
 fn access_line(session: &Session, ctx: &Ctx, status: u16, elapsed: Duration, idx: Option<usize>) {
     let req = session.req_header();
     let rt = &ctx.rt;
@@ -182,6 +177,15 @@ fn access_line(session: &Session, ctx: &Ctx, status: u16, elapsed: Duration, idx
         None => (String::new(), String::new(), String::new()),
     };
     let svc = &rt.service;
+    let client = ctx
+        .client
+        .map(|c| forwarded::ip_string(c.ip))
+        .unwrap_or_default();
+    let request_id = ctx
+        .request_id
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let line = match rt.access_log.format {
         AccessLogFormat::Json => {
             let v = serde_json::json!({
@@ -192,6 +196,8 @@ fn access_line(session: &Session, ctx: &Ctx, status: u16, elapsed: Duration, idx
                 "status": status,
                 "duration_ms": elapsed.as_secs_f64() * 1000.0,
                 "upstream": ctx.upstream.as_deref(),
+                "client": client,
+                "request_id": request_id,
                 "dd.trace_id": trace_low,
                 "trace_id": trace_hex,
                 "dd.span_id": span,
@@ -202,13 +208,15 @@ fn access_line(session: &Session, ctx: &Ctx, status: u16, elapsed: Duration, idx
             v.to_string()
         }
         AccessLogFormat::Text => format!(
-            "{} {} {} route={} status={} duration_ms={:.3} dd.trace_id={} trace_id={} dd.span_id={} dd.service={} dd.env={} dd.version={}",
+            "{} {} {} route={} status={} duration_ms={:.3} client={} request_id={} dd.trace_id={} trace_id={} dd.span_id={} dd.service={} dd.env={} dd.version={}",
             httpdate_now(),
             req.method,
             req.uri.path(),
             route,
             status,
             elapsed.as_secs_f64() * 1000.0,
+            client,
+            request_id,
             trace_low,
             trace_hex,
             span,

@@ -2,6 +2,7 @@
 //! (`edge`, `cors`, `propagation`, `sampling`) through `request` and `respond`, and apply the
 //! answer. Per-request state, with the request's runtime snapshot, lives in [`Ctx`].
 
+pub mod accept;
 pub mod ctx;
 pub mod echo;
 pub mod handshake;
@@ -148,20 +149,21 @@ impl ProxyHttp for Stitch {
         request::upstream_peer(ctx)
     }
 
-    /// Request head about to go upstream: the trace headers rewritten.
+    /// Request head about to go upstream: trace headers rewritten, forwarding headers and the
+    /// request id written.
     async fn upstream_request_filter(
         &self,
         _session: &mut Session,
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if let (Some(route), Some(plan)) = (ctx.route(), &ctx.trace) {
-            request::rewrite(&ctx.rt, route, upstream_request, plan);
+        if let Some(route) = ctx.route() {
+            request::upstream_request(ctx, route, upstream_request);
         }
         Ok(())
     }
 
-    /// Upstream response head about to go to the client: CORS headers added.
+    /// Upstream response head about to go to the client: CORS headers and the request id added.
     async fn response_filter(
         &self,
         _session: &mut Session,

@@ -15,7 +15,9 @@ use super::{echo, Ctx, Stitch};
 use crate::config::Target;
 use crate::cors::{self, PreflightDecision, PreflightMode};
 use crate::edge::{self, HeaderEdit, TracePlan};
+use crate::forwarded::{self, Hop};
 use crate::propagation::{Format, Outcome};
+use crate::request_id;
 use crate::routing::host_part;
 use crate::runtime::{FormatCounters, RouteRuntime, Runtime};
 use crate::sampling::Source;
@@ -36,6 +38,9 @@ impl HeaderEdit for RequestHeader {
 /// The whole request phase. `Ok(true)`: stitch answered the request itself.
 pub(super) async fn handle(app: &Stitch, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
     let rt = ctx.rt.clone();
+    ctx.scheme = scheme(session);
+    ctx.client = peer_ip(session)
+        .map(|peer| forwarded::resolve(peer, &session.req_header().headers, &rt.trusted_proxies));
     let found = {
         let req = session.req_header();
         rt.router.find(request_host(req), req.uri.path())
@@ -64,7 +69,12 @@ pub(super) async fn handle(app: &Stitch, session: &mut Session, ctx: &mut Ctx) -
     };
     ctx.route = Some(idx);
     let route = &rt.routes[idx];
-    let client = client_ip(session);
+    let client = ctx.client.map(|c| c.ip);
+    if route.request_id {
+        let (id, outcome) = request_id::decide(&session.req_header().headers);
+        rt.request_ids[outcome.index()].inc();
+        ctx.request_id = Some(id);
+    }
 
     if let Some(policy) = &route.cors {
         let req = session.req_header();
@@ -144,10 +154,8 @@ pub(super) async fn handle(app: &Stitch, session: &mut Session, ctx: &mut Ctx) -
 
     if route.target == Target::Echo {
         let mut req = session.req_header().clone();
-        if let Some(plan) = &ctx.trace {
-            rewrite(&rt, route, &mut req, plan);
-        }
-        let body = echo::body(&req);
+        upstream_request(ctx, route, &mut req);
+        let body = echo::body(&req, client);
         let extra = cors_headers(route.cors.as_ref(), ctx.allowed_origin.as_ref());
         respond(session, ctx, 200, Some("application/json"), body, extra).await?;
         return Ok(true);
@@ -213,14 +221,35 @@ fn plan(
     plan
 }
 
-/// Rewrite the trace headers of a request going upstream (also what the echo shows) and count
-/// the formats written.
-pub(super) fn rewrite(
-    rt: &Runtime,
-    route: &RouteRuntime,
-    req: &mut RequestHeader,
-    plan: &TracePlan,
-) {
+/// The request head as it goes upstream (also what the echo shows): trace headers rewritten,
+/// forwarding headers written, the request id set.
+pub(super) fn upstream_request(ctx: &Ctx, route: &RouteRuntime, req: &mut RequestHeader) {
+    if let Some(plan) = &ctx.trace {
+        rewrite(&ctx.rt, route, req, plan);
+    }
+    if let (Some(client), false) = (&ctx.client, route.forwarded_headers.is_empty()) {
+        let host = match req.headers.get(http::header::HOST) {
+            Some(h) => Some(h.clone()),
+            None => req
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+        };
+        let hop = Hop {
+            client,
+            scheme: ctx.scheme,
+            host,
+        };
+        let edits = forwarded::edits(&route.forwarded_headers, &hop, &req.headers);
+        forwarded::apply(edits, req);
+    }
+    if let Some(id) = &ctx.request_id {
+        let _ = req.insert_header("x-request-id", id.clone());
+    }
+}
+
+/// Rewrite the trace headers of a request going upstream and count the formats written.
+fn rewrite(rt: &Runtime, route: &RouteRuntime, req: &mut RequestHeader, plan: &TracePlan) {
     edge::rewrite(plan, &route.profile.inject, req);
     for f in &route.profile.inject {
         if *f != Format::Baggage || plan.context.baggage.is_some() {
@@ -262,9 +291,18 @@ pub(super) fn request_host(req: &RequestHeader) -> &str {
     host_part(raw)
 }
 
-fn client_ip(session: &Session) -> Option<IpAddr> {
+/// The connection's peer: the socket's, or the one a PROXY protocol header gave.
+fn peer_ip(session: &Session) -> Option<IpAddr> {
     session
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip())
+}
+
+/// `"https"` when the client connection is TLS.
+fn scheme(session: &Session) -> &'static str {
+    match session.digest().and_then(|d| d.ssl_digest.as_ref()) {
+        Some(_) => "https",
+        None => "http",
+    }
 }

@@ -37,6 +37,9 @@ pub async fn respond(
         // A `'static` name spares Pingora a copy of it in its case map.
         resp.append_header(k, v)?;
     }
+    if let Some(id) = &ctx.request_id {
+        resp.insert_header("x-request-id", id.clone())?;
+    }
     ctx.answered = status;
     let head_only = session.req_header().method == http::Method::HEAD;
     session
@@ -180,11 +183,15 @@ pub(super) fn classify(e: &pingora::Error) -> (&'static str, u16) {
     }
 }
 
-/// Add the CORS headers of an allowed origin to an upstream's response, without duplicating
-/// any the upstream already sent.
+/// Add the request id and the CORS headers of an allowed origin to an upstream's response,
+/// without duplicating any the upstream already sent.
 pub(super) fn decorate(resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
     if let Some(hsts) = &ctx.hsts {
         resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone())?;
+    }
+    if let Some(id) = &ctx.request_id {
+        // The id stitch sent upstream and logged, even if the upstream answered with another.
+        resp.insert_header("x-request-id", id.clone())?;
     }
     let Some(route) = ctx.route() else {
         return Ok(());

@@ -21,8 +21,10 @@ pub use pool::{EndpointFeed, Pool};
 pub use route::RouteRuntime;
 
 use crate::config::{AccessLog, Config, ServiceSettings, Target};
+use crate::forwarded::TrustedProxies;
 use crate::metrics::Metrics;
 use crate::propagation::Format;
+use crate::request_id::Outcome;
 use crate::routing::Router;
 
 /// One compiled configuration.
@@ -45,6 +47,10 @@ pub struct Runtime {
     pub formats: FormatCounters,
     /// The TLS listeners' certificates, read by each new handshake.
     pub certificates: tls::CertificateStore,
+    /// Whose `X-Forwarded-For` is believed (`[server] trusted_proxies`, reloadable).
+    pub trusted_proxies: TrustedProxies,
+    /// `stitch_request_ids_total` handles, in `request_id::Outcome::LABELS` order.
+    pub request_ids: [IntCounter; 3],
 }
 
 /// `stitch_propagation_{extracted,injected}_total` handles by format.
@@ -136,6 +142,8 @@ pub fn compile(
             export,
             formats: FormatCounters::new(metrics),
             certificates,
+            trusted_proxies: config.server.trusted_proxies.clone(),
+            request_ids: Outcome::LABELS.map(|o| metrics.request_ids.with_label_values(&[o])),
             config: Arc::new(config),
         },
         tasks,

@@ -105,6 +105,8 @@ pub struct EdgeSpan {
     pub scheme: Option<Cow<'static, str>>,
     /// Host the client asked for (`Host` / `:authority`), optionally with a port.
     pub host: Option<String>,
+    /// The request's `X-Request-Id`.
+    pub request_id: Option<String>,
 }
 
 /// A span link (from the merge step, e.g. `terminated_context`).
@@ -245,6 +247,7 @@ pub(crate) mod fixture {
             http_version: Some("1.1".into()),
             scheme: Some("https".into()),
             host: Some("shop.example:8443".into()),
+            request_id: None,
         }
     }
 
@@ -276,6 +279,7 @@ pub(crate) mod fixture {
             http_version: None,
             scheme: None,
             host: None,
+            request_id: None,
         }
     }
 }

@@ -9,7 +9,8 @@
 //! Span attributes, in order (absent values left out), named by the OpenTelemetry HTTP semantic
 //! conventions: `http.request.method`, `url.path`, `url.scheme`, `http.route`,
 //! `http.response.status_code`, `server.address`, `server.port`, `client.address`,
-//! `client.port`, `user_agent.original`, `network.peer.address`, `network.peer.port` (the
+//! `client.port`, `user_agent.original`, `http.request.header.x-request-id` (a string array, as
+//! the conventions type header attributes), `network.peer.address`, `network.peer.port` (the
 //! upstream), `network.protocol.version`, `error.type`; then stitch's and Datadog's own:
 //! `stitch.preflight`, `sampling.priority` (read by the Datadog Agent's OTLP intake),
 //! `_dd.origin`, `_dd.p.dm`, `_dd.parent_id`, `_dd.propagation_error` and the `_dd.p.*` tags.
@@ -97,6 +98,8 @@ enum Value<'a> {
     Str(&'a str),
     Int(i64),
     Bool(bool),
+    /// An array of strings (`ArrayValue`), as the semantic conventions type header attributes.
+    Strs(&'a [&'a str]),
 }
 
 /// `KeyValue { key = 1; AnyValue value = 2 }`, written as field `field` of the parent.
@@ -107,6 +110,11 @@ fn attribute(out: &mut Vec<u8>, field: u64, k: &str, v: Value<'_>) {
             Value::Str(s) => bytes_field(out, 1, s.as_bytes()),
             Value::Bool(b) => varint_field(out, 2, u64::from(b)),
             Value::Int(i) => varint_field(out, 3, i as u64),
+            Value::Strs(list) => message(out, 5, |out| {
+                for item in list {
+                    message(out, 1, |out| bytes_field(out, 1, item.as_bytes()));
+                }
+            }),
         });
     });
 }
@@ -208,6 +216,14 @@ fn encode_span(span: &EdgeSpan, out: &mut Vec<u8>) {
     );
     if let Some(ua) = &span.user_agent {
         a(out, "user_agent.original", ua);
+    }
+    if let Some(id) = &span.request_id {
+        attribute(
+            out,
+            9,
+            "http.request.header.x-request-id",
+            Value::Strs(&[id.as_str()]),
+        );
     }
     address_attributes(
         out,

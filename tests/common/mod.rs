@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -253,12 +253,53 @@ pub fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<Response> {
+    request_on(None, method, url, headers, body)
+}
+
+/// [`request`] from the local address `from`: every address of 127.0.0.0/8 is this machine, so
+/// one test can be several clients (a balancer on 127.0.0.1, a browser on 127.0.0.2).
+pub fn request_from(
+    from: IpAddr,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<Response> {
+    request_on(Some(from), method, url, headers, b"")
+}
+
+/// A TCP connection to `to` from the local address `from` (bound before connecting).
+pub fn connect_from(from: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    rt.block_on(async {
+        let socket = match to {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.bind(SocketAddr::new(from, 0))?;
+        let stream = socket.connect(to).await?.into_std()?;
+        stream.set_nonblocking(false)?;
+        Ok(stream)
+    })
+}
+
+fn request_on(
+    from: Option<IpAddr>,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
     let rest = url.strip_prefix("http://").expect("http URL");
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let mut stream = TcpStream::connect(authority)?;
+    let mut stream = match from {
+        None => TcpStream::connect(authority)?,
+        Some(from) => connect_from(from, authority.parse().expect("IP:port authority"))?,
+    };
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut req = format!("{method} {path} HTTP/1.1\r\n");
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
@@ -282,7 +323,7 @@ pub fn get(url: &str, headers: &[(&str, &str)]) -> std::io::Result<Response> {
     request("GET", url, headers, b"")
 }
 
-fn parse_response(raw: &[u8], head_only: bool) -> std::io::Result<Response> {
+pub fn parse_response(raw: &[u8], head_only: bool) -> std::io::Result<Response> {
     let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
     let end = raw
         .windows(4)

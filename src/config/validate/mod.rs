@@ -68,6 +68,25 @@ impl Problems {
     }
 }
 
+/// A CIDR (`10.0.0.0/8`) or a single address (`192.0.2.7`, taken as /32 or /128). A CIDR with
+/// host bits set (`10.0.0.1/8`) is refused: it reads like one address but would match a network.
+pub(crate) fn cidr(s: &str) -> Result<ipnet::IpNet, String> {
+    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+        return Ok(ipnet::IpNet::from(ip));
+    }
+    match s.parse::<ipnet::IpNet>() {
+        Ok(n) if n.addr() != n.network() => Err(format!(
+            "`{s}` has host bits set: write `{}` for the network or `{}` for the address",
+            n.trunc(),
+            n.addr()
+        )),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!(
+            "`{s}` is not a CIDR (e.g. 10.0.0.0/8) or an IP address"
+        )),
+    }
+}
+
 /// Validate a description. Errors keep the locations the source gave them.
 pub fn validate(d: &Description) -> Result<Config, Vec<ConfigError>> {
     let Description {

@@ -206,16 +206,9 @@ fn trust(p: &mut Problems, v: &At<TrustFile>, key: &str) -> Trust {
         TrustFile::Cidrs(list) => {
             let mut nets = Vec::new();
             for (i, c) in list.iter().enumerate() {
-                match c
-                    .parse::<ipnet::IpNet>()
-                    .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                {
+                match super::cidr(c) {
                     Ok(n) => nets.push(n),
-                    Err(_) => p.at(
-                        v.at(),
-                        format!("{key}.trust[{i}]"),
-                        format!("`{c}` is not a CIDR (e.g. 10.0.0.0/8) or an IP address"),
-                    ),
+                    Err(m) => p.at(v.at(), format!("{key}.trust[{i}]"), m),
                 }
             }
             Trust::Cidrs(nets)

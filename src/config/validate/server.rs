@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::Problems;
 use crate::config::description::{AccessLogFile, AdminFile, ServerFile, ServiceFile};
 use crate::config::{AccessLog, AccessLogFormat, At, Location, ServerSettings, ServiceSettings};
+use crate::forwarded::TrustedProxies;
 
 pub(super) fn server(p: &mut Problems, s: &ServerFile, now: i64) -> ServerSettings {
     let ServerFile {
@@ -19,6 +20,7 @@ pub(super) fn server(p: &mut Problems, s: &ServerFile, now: i64) -> ServerSettin
         upgrade_sock,
         upstream_keepalive_pool,
         read_buffer_bytes,
+        trusted_proxies,
     } = s;
     let listeners = super::listener::listeners(p, listen, listener, now);
     let threads = p.within(threads, "server.threads", 1..=1024, 1);
@@ -46,6 +48,13 @@ pub(super) fn server(p: &mut Problems, s: &ServerFile, now: i64) -> ServerSettin
         1024..=1024 * 1024,
         4096,
     );
+    let mut nets = Vec::new();
+    for (i, c) in trusted_proxies.iter().enumerate() {
+        match super::cidr(c.get_ref()) {
+            Ok(n) => nets.push(n),
+            Err(m) => p.at(c.at(), format!("server.trusted_proxies[{i}]"), m),
+        }
+    }
     ServerSettings {
         listeners,
         threads: threads as usize,
@@ -56,6 +65,7 @@ pub(super) fn server(p: &mut Problems, s: &ServerFile, now: i64) -> ServerSettin
         upgrade_sock: upgrade_sock.clone(),
         upstream_keepalive_pool: pool as usize,
         read_buffer_bytes: read_buffer as usize,
+        trusted_proxies: TrustedProxies::new(nets),
     }
 }
 

@@ -506,7 +506,7 @@ fn chart_with_controller_values() {
     let mut expected = BTreeSet::new();
     for (group, resources) in [
         ("networking.k8s.io", &["ingresses", "ingressclasses"][..]),
-        ("", &["services"][..]),
+        ("", &["services", "secrets"][..]),
         ("discovery.k8s.io", &["endpointslices"][..]),
         (
             "gateway.networking.k8s.io",

@@ -10,6 +10,8 @@
 mod common;
 #[path = "common/peers.rs"]
 mod peers;
+#[path = "common/pki.rs"]
+mod pki;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,6 +22,7 @@ use common::{
     base_config, get, manifest_dir, metric, peers_python, request, Behaviour, Stitch, Upstream,
 };
 use peers::{wait_for, PeerProcess};
+use pki::{serial_of_pem, Leaf, Pki};
 use serde_json::Value;
 
 /// How soon a change in the cluster must show in stitch's routing.
@@ -902,5 +905,282 @@ fn http_routes_of_stitchs_gateway_route_and_report_their_status() {
         APPLIES_WITHIN,
         || (conditions("invalid-backend-ref") == Some(missing.clone())).then_some(()),
         || format!("{}\n{}", route("invalid-backend-ref"), s.stderr()),
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ingress `spec.tls`: TLS Secrets as certificates of the TLS listener
+
+/// Standard base64 (what a Secret's `data` holds).
+fn base64(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A `kubernetes.io/tls` Secret holding `leaf` (or `key`'s key instead of its own).
+fn tls_secret(name: &str, leaf: &Leaf, key: Option<&Leaf>) -> String {
+    let crt = std::fs::read(&leaf.cert).unwrap();
+    let key = std::fs::read(&key.unwrap_or(leaf).key).unwrap();
+    fixture(
+        "secret-tls.yaml",
+        &[
+            ("NAME", name),
+            ("CRT", &base64(&crt)),
+            ("KEY", &base64(&key)),
+        ],
+    )
+}
+
+fn tls_ingress(name: &str, host: &str, secret: &str) -> String {
+    fixture(
+        "ingress-tls.yaml",
+        &[("NAME", name), ("HOST", host), ("SECRET", secret)],
+    )
+}
+
+/// stitch in controller mode with one TLS listener whose only file certificate is `default`.
+fn tls_stitch(api: &FakeApi, default: &Leaf) -> (Stitch, SocketAddr) {
+    let config = format!(
+        "[server]\nthreads = 1\nshutdown_grace_seconds = 0\nshutdown_timeout_seconds = 5\n\n\
+         [[server.listener]]\naddress = \"127.0.0.1:0\"\n\
+         tls = {{ certificates = [{{ cert_file = {:?}, key_file = {:?} }}] }}\n\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n\n[kubernetes]\nlease_duration_seconds = 2\n{PUBLISH}\n",
+        default.cert.display().to_string(),
+        default.key.display().to_string(),
+    );
+    let kubeconfig = api.kubeconfig.display().to_string();
+    let s = Stitch::start_unready(
+        &config,
+        &[
+            ("KUBECONFIG", kubeconfig.as_str()),
+            ("POD_NAME", "replica-a"),
+            ("RUST_LOG", "warn,stitch=debug"),
+        ],
+    );
+    s.wait_ready();
+    let url = s
+        .listeners
+        .iter()
+        .find(|l| l.starts_with("https://"))
+        .unwrap_or_else(|| panic!("no TLS listener in {:?}", s.listeners));
+    let addr = url.split_once("://").unwrap().1.parse().unwrap();
+    (s, addr)
+}
+
+/// The serial of the certificate a new handshake with `sni` gets (`openssl s_client`).
+fn served_serial(addr: SocketAddr, sni: &str) -> String {
+    let out = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &addr.to_string(),
+            "-servername",
+            sni,
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl s_client (run `.ci/setup test`)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let Some(start) = stdout.find("-----BEGIN CERTIFICATE-----") else {
+        return format!("no certificate: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let end = stdout[start..].find("-----END CERTIFICATE-----").unwrap() + start + 25;
+    serial_of_pem(stdout[start..end].as_bytes())
+}
+
+/// Wait until a handshake with `sni` gets the certificate with `serial`.
+fn until_served(s: &Stitch, api: &FakeApi, addr: SocketAddr, sni: &str, serial: &str) {
+    wait_for(
+        &format!("{sni} to be served certificate {serial}"),
+        APPLIES_WITHIN,
+        || (served_serial(addr, sni) == serial).then_some(()),
+        || {
+            format!(
+                "served: {}\nstitch:\n{}\napi server:\n{}",
+                served_serial(addr, sni),
+                s.stderr(),
+                api.process.output()
+            )
+        },
+    );
+}
+
+/// curl `https://HOST:PORT/` resolved to stitch, trusting the test CA: the body, or why not.
+fn curl_https(pki: &Pki, addr: SocketAddr, host: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--cacert"])
+        .arg(&pki.ca)
+        .arg("--resolve")
+        .arg(format!("{host}:{}:127.0.0.1", addr.port()))
+        .arg(format!("https://{host}:{}/", addr.port()))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("curl (run `.ci/setup test`)");
+    if out.status.success() {
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    } else {
+        format!("curl failed: {}", String::from_utf8_lossy(&out.stderr))
+    }
+}
+
+#[test]
+fn an_ingress_tls_secret_is_served_by_sni_and_a_secret_change_rotates_it() {
+    let a = named("backend-a");
+    let pki = Pki::new();
+    let default = pki.leaf("default", "default.test", &["default.test"], 2);
+    let first = pki.leaf("web1", "web.test", &["web.test"], 2);
+    let second = pki.leaf("web2", "web.test", &["web.test"], 2);
+    let api = FakeApi::start();
+    api.apply(&my_service(&a));
+    let (s, addr) = tls_stitch(&api, &default);
+    assert_eq!(served_serial(addr, "web.test"), default.serial);
+
+    api.apply(&format!(
+        "{}---\n{}",
+        tls_secret("web-tls", &first, None),
+        tls_ingress("web", "web.test", "web-tls")
+    ));
+    until_served(&s, &api, addr, "web.test", &first.serial);
+    // Verified against the test CA for that name, and routed by the Ingress.
+    assert_eq!(curl_https(&pki, addr, "web.test"), "backend-a");
+    assert_eq!(
+        served_serial(addr, "other.test"),
+        default.serial,
+        "other names keep the listener's default"
+    );
+    // Only TLS Secrets are asked for.
+    let secret_watches: Vec<Value> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r["path"] == "/api/v1/secrets")
+        .collect();
+    assert!(!secret_watches.is_empty());
+    assert!(
+        secret_watches
+            .iter()
+            .all(|r| r["query"]["fieldSelector"] == "type=kubernetes.io/tls"),
+        "{secret_watches:?}"
+    );
+    // The certificate's expiry is reported like a file's.
+    assert!(
+        kube_metric(
+            &s,
+            "stitch_tls_certificate_expiry_timestamp_seconds",
+            &[("listener", "127.0.0.1:0"), ("name", "web.test")]
+        ) > 0.0
+    );
+
+    // The Secret changes: new handshakes get the new certificate.
+    api.apply(&tls_secret("web-tls", &second, None));
+    until_served(&s, &api, addr, "web.test", &second.serial);
+    assert_eq!(curl_https(&pki, addr, "web.test"), "backend-a");
+
+    // The Secret goes away: the name falls back to the default, the routes keep serving.
+    api.delete(&tls_secret("web-tls", &second, None));
+    until_served(&s, &api, addr, "web.test", &default.serial);
+}
+
+#[test]
+fn a_missing_or_bad_tls_secret_refuses_that_ingress_tls_with_a_reason_and_the_rest_serves() {
+    let a = named("backend-a");
+    let pki = Pki::new();
+    let default = pki.leaf("default", "default.test", &["default.test"], 2);
+    let good = pki.leaf("good", "good.test", &["good.test"], 2);
+    let other = pki.leaf("other", "other.test", &["other.test"], 2);
+    let missing = pki.leaf("missing", "missing.test", &["missing.test"], 2);
+    let api = FakeApi::start();
+    api.apply(&my_service(&a));
+    let (s, addr) = tls_stitch(&api, &default);
+    api.apply(
+        &[
+            tls_secret("good-tls", &good, None),
+            // A key that is not the certificate's.
+            tls_secret("mismatched-tls", &other, Some(&good)),
+            tls_ingress("good", "good.test", "good-tls"),
+            tls_ingress("mismatched", "other.test", "mismatched-tls"),
+            tls_ingress("missing", "missing.test", "missing-tls"),
+        ]
+        .join("---\n"),
+    );
+    until_served(&s, &api, addr, "good.test", &good.serial);
+
+    // Each refused Ingress gets a Warning Event with the reason.
+    let event_about = |name: &str| {
+        wait_for(
+            &format!("an Event about {name}"),
+            APPLIES_WITHIN,
+            || {
+                api.writes().into_iter().find(|w| {
+                    w["path"] == "/apis/events.k8s.io/v1/namespaces/default/events"
+                        && w["body"]["regarding"]["name"] == name
+                })
+            },
+            || s.stderr(),
+        )["body"]
+            .clone()
+    };
+    let body = event_about("missing");
+    assert_eq!(body["type"], "Warning");
+    assert_eq!(body["reason"], "TLSSecretNotFound", "{body}");
+    assert!(
+        body["note"].as_str().unwrap().contains("missing-tls"),
+        "{body}"
+    );
+    let body = event_about("mismatched");
+    assert_eq!(body["reason"], "InvalidTLSSecret", "{body}");
+    assert!(body["note"].as_str().unwrap().contains("tls.key"), "{body}");
+    assert_eq!(
+        kube_metric(
+            &s,
+            "stitch_kubernetes_refused",
+            &[("kind", "ingress"), ("reason", "TLSSecretNotFound")]
+        ),
+        1.0
+    );
+    // Their names get the default certificate; their routes and the good Ingress keep serving.
+    assert_eq!(served_serial(addr, "missing.test"), default.serial);
+    assert_eq!(served_serial(addr, "other.test"), default.serial);
+    assert_eq!(served_serial(addr, "good.test"), good.serial);
+    assert_eq!(curl_https(&pki, addr, "good.test"), "backend-a");
+    let insecure = Command::new("curl")
+        .args(["-sS", "-k", "--resolve"])
+        .arg(format!("missing.test:{}:127.0.0.1", addr.port()))
+        .arg(format!("https://missing.test:{}/", addr.port()))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&insecure.stdout), "backend-a");
+    let published = api.get("/apis/networking.k8s.io/v1/namespaces/default/ingresses/missing");
+    assert_eq!(
+        published["status"]["loadBalancer"]["ingress"][0]["ip"], "203.0.113.7",
+        "its routes serve, so it is published: {published}"
+    );
+
+    // The Secret appears: served from the next handshake, and the refusal is gone.
+    api.apply(&tls_secret("missing-tls", &missing, None));
+    until_served(&s, &api, addr, "missing.test", &missing.serial);
+    assert_eq!(curl_https(&pki, addr, "missing.test"), "backend-a");
+    assert_eq!(
+        kube_metric(
+            &s,
+            "stitch_kubernetes_refused",
+            &[("kind", "ingress"), ("reason", "TLSSecretNotFound")]
+        ),
+        0.0
     );
 }

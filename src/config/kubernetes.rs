@@ -19,13 +19,15 @@ use gateway_api::httproutes::{
     HttpRoute, HttpRouteParentRefs, HttpRouteRules, HttpRouteRulesFiltersCors,
     HttpRouteRulesFiltersType, HttpRouteRulesMatchesPathType,
 };
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::description::{CorsFile, Description, RouteFile, UpstreamFile};
-use super::{At, ConfigError, Location, ObjectRef, ServiceBackend, ServicePort};
+use super::{
+    At, Certificate, ConfigError, Location, ObjectRef, PemFile, ServiceBackend, ServicePort,
+};
 use crate::routing::HostMatch;
 
 /// Annotation naming a `[cors.NAME]` policy of the TOML config.
@@ -50,6 +52,8 @@ pub struct Cluster {
     pub gateways: BTreeMap<Key, Arc<Gateway>>,
     pub gateway_classes: BTreeMap<Key, Arc<GatewayClass>>,
     pub http_routes: BTreeMap<Key, Arc<HttpRoute>>,
+    /// TLS Secrets (`type: kubernetes.io/tls`), for the `spec.tls` of Ingresses.
+    pub secrets: BTreeMap<Key, Arc<Secret>>,
 }
 
 /// The key of an object's metadata.
@@ -189,8 +193,11 @@ pub fn merge(
             }
         }
         let errors = match super::validate(&desc) {
-            Ok(config) => {
+            Ok(mut config) => {
                 let digest = format!("{contributions:?}");
+                let served: BTreeSet<&ObjectRef> =
+                    contributions.iter().map(|c| &c.object).collect();
+                ingress_certificates(&mut config, cluster, &served, &mut verdicts, unix_now());
                 return Ok((config, verdicts, digest));
             }
             Err(errors) => errors,
@@ -218,6 +225,201 @@ pub fn merge(
             }
         }
     }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The Secret type `spec.tls` Secrets must have.
+pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
+
+/// The `spec.tls` of the served Ingresses: each entry's Secret, checked like a certificate file
+/// of the config (parses, key matches, valid now, covers its hosts), becomes a certificate of
+/// every TLS listener, chosen by SNI for the entry's `hosts` (the certificate's DNS names when
+/// it gives none). The PEM stays in memory. The file's certificates keep their hosts: a host
+/// they (or another Secret) already serve is a conflict. An entry that cannot be served is left
+/// out and reported on the Ingress's `resolved` verdict (a Warning Event); its routes keep
+/// serving, and so does everything else.
+fn ingress_certificates(
+    config: &mut super::Config,
+    cluster: &Cluster,
+    served: &BTreeSet<&ObjectRef>,
+    verdicts: &mut [Verdict],
+    now: i64,
+) {
+    // host -> who serves it: "" for the file, else the Secret.
+    let mut claimed: BTreeMap<String, String> = BTreeMap::new();
+    for c in config.server.certificates() {
+        for h in &c.hosts {
+            claimed.insert(h.clone(), String::new());
+        }
+    }
+    let has_tls_listener = config.server.listeners.iter().any(|l| l.tls.is_some());
+    let mut added: Vec<Certificate> = Vec::new();
+    for v in verdicts.iter_mut() {
+        if v.object.kind != "ingress" || !served.contains(&v.object) {
+            continue;
+        }
+        let key = (v.object.namespace.clone(), v.object.name.clone());
+        let Some(ing) = cluster.ingresses.get(&key) else {
+            continue;
+        };
+        let tls = ing
+            .spec
+            .as_ref()
+            .and_then(|s| s.tls.clone())
+            .unwrap_or_default();
+        let mut problems: Vec<Refusal> = Vec::new();
+        for (i, t) in tls.iter().enumerate() {
+            if !has_tls_listener {
+                problems.push(refusal(
+                    "NoTLSListener",
+                    format!("spec.tls[{i}]: stitch has no TLS listener to serve it on"),
+                ));
+                break;
+            }
+            match tls_entry(&key.0, t, cluster, now, &claimed) {
+                Ok(cert) => {
+                    let source = cert.cert.path.clone();
+                    let fresh = cert.hosts.iter().any(|h| !claimed.contains_key(h));
+                    for h in &cert.hosts {
+                        claimed.entry(h.clone()).or_insert_with(|| source.clone());
+                    }
+                    if fresh {
+                        added.push(cert);
+                    }
+                }
+                Err(r) => problems.push(Refusal {
+                    reason: r.reason,
+                    message: format!("spec.tls[{i}]: {}", r.message),
+                }),
+            }
+        }
+        if let Some(first) = problems.first() {
+            v.resolved = Err(refusal(
+                first.reason,
+                problems
+                    .iter()
+                    .map(|p| p.message.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ));
+        }
+    }
+    if added.is_empty() {
+        return;
+    }
+    for l in &mut config.server.listeners {
+        if let Some(t) = &mut l.tls {
+            t.certificates.extend(added.iter().cloned());
+        }
+    }
+}
+
+/// One `spec.tls` entry as a certificate, or why it cannot be served.
+fn tls_entry(
+    ns: &str,
+    t: &k8s_openapi::api::networking::v1::IngressTLS,
+    cluster: &Cluster,
+    now: i64,
+    claimed: &BTreeMap<String, String>,
+) -> Result<Certificate, Refusal> {
+    let Some(name) = &t.secret_name else {
+        return Err(refusal(
+            "InvalidTLSSecret",
+            "gives no secretName (stitch has no default certificate to use for it)",
+        ));
+    };
+    let source = format!("secret/{ns}/{name}");
+    let Some(secret) = cluster.secrets.get(&(ns.to_string(), name.clone())) else {
+        return Err(refusal(
+            "TLSSecretNotFound",
+            format!("{source} does not exist (or is not of type {TLS_SECRET_TYPE})"),
+        ));
+    };
+    if secret.type_.as_deref() != Some(TLS_SECRET_TYPE) {
+        return Err(refusal(
+            "InvalidTLSSecret",
+            format!("{source} is not of type {TLS_SECRET_TYPE}"),
+        ));
+    }
+    let data = secret.data.clone().unwrap_or_default();
+    let field = |k: &str| -> Result<Arc<[u8]>, Refusal> {
+        data.get(k)
+            .filter(|b| !b.0.is_empty())
+            .map(|b| Arc::from(b.0.as_slice()))
+            .ok_or_else(|| refusal("InvalidTLSSecret", format!("{source} has no `{k}`")))
+    };
+    let (cert, key) = (field("tls.crt")?, field("tls.key")?);
+    let bad = |m: String| refusal("InvalidTLSSecret", format!("{source}: {m}"));
+    let info = crate::tls::check_pair(&cert, &key).map_err(|e| match e {
+        crate::tls::PairError::Cert(why) => bad(format!("tls.crt {why}")),
+        crate::tls::PairError::Key(why) => bad(format!("tls.key {why}")),
+        crate::tls::PairError::Mismatch => bad("tls.key is not the key of tls.crt".into()),
+    })?;
+    if info.not_after <= now {
+        return Err(bad(format!("tls.crt expired on {}", info.not_after_text)));
+    }
+    if info.not_before > now {
+        return Err(bad(format!(
+            "tls.crt is not valid before {}",
+            info.not_before_text
+        )));
+    }
+    let hosts: Vec<String> = match t.hosts.as_deref() {
+        Some(h) if !h.is_empty() => h.iter().map(|h| h.to_ascii_lowercase()).collect(),
+        _ => info.dns_names.clone(),
+    };
+    if hosts.is_empty() {
+        return Err(bad(
+            "tls.crt names no DNS host and the entry gives no hosts".into(),
+        ));
+    }
+    for h in &hosts {
+        if !crate::tls::valid_host(h) {
+            return Err(refusal(
+                "UnsupportedValue",
+                format!("`{h}` is not a host name or a `*.` wildcard"),
+            ));
+        }
+        if !crate::tls::covers(&info.dns_names, h) {
+            return Err(bad(format!(
+                "tls.crt does not cover `{h}` ({})",
+                info.dns_names.join(", ")
+            )));
+        }
+        match claimed.get(h) {
+            Some(by) if by.is_empty() => {
+                return Err(refusal(
+                    "CertificateConflict",
+                    format!("`{h}` is already served by a certificate of the config file"),
+                ))
+            }
+            Some(by) if *by != source => {
+                return Err(refusal(
+                    "CertificateConflict",
+                    format!("`{h}` is already served by {by}"),
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(Certificate {
+        cert: PemFile {
+            path: source.clone(),
+            pem: cert,
+        },
+        key: PemFile {
+            path: format!("{source} tls.key"),
+            pem: key,
+        },
+        hosts,
+        not_after: info.not_after,
+    })
 }
 
 fn object(kind: &'static str, key: &Key) -> ObjectRef {

@@ -1,5 +1,5 @@
 //! The ingress controller mode (`[kubernetes]`): watches the cluster's Ingresses, IngressClasses,
-//! Services, EndpointSlices, Gateways, GatewayClasses and HTTPRoutes, keeps them in a
+//! Services, EndpointSlices, Gateways, GatewayClasses, HTTPRoutes and TLS Secrets, keeps them in a
 //! [`Cluster`], and rebuilds the runtime from the file and those objects through
 //! [`Sources::rebuild`], exactly as a file reload does. EndpointSlice changes only refresh the
 //! pools of Services (nothing is recompiled). The leader ([`leader`]) writes status
@@ -23,7 +23,7 @@ use futures::StreamExt;
 use gateway_api::gatewayclasses::GatewayClass;
 use gateway_api::gateways::Gateway;
 use gateway_api::httproutes::HttpRoute;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::runtime::watcher;
@@ -126,6 +126,11 @@ impl ClusterSource for ClusterState {
                 k.refused
                     .with_label_values(&[v.object.kind, r.reason])
                     .inc();
+            } else if let (Err(r), "ingress") = (&v.resolved, v.object.kind) {
+                // An Ingress whose TLS is refused (its routes serve).
+                k.refused
+                    .with_label_values(&[v.object.kind, r.reason])
+                    .inc();
             }
         }
         *self.verdicts.lock().unwrap_or_else(|p| p.into_inner()) = verdicts;
@@ -146,6 +151,10 @@ trait Watched:
     fn store(c: &mut Cluster) -> &mut BTreeMap<Key, Arc<Self>>;
     /// The API of this kind in a namespace (or all of them).
     fn api(client: Client, namespace: Option<&str>) -> Api<Self>;
+    /// How the watch selects objects (all of them unless said otherwise).
+    fn selection() -> watcher::Config {
+        watcher::Config::default()
+    }
 }
 
 macro_rules! watched {
@@ -192,6 +201,28 @@ watched!(
 watched!(Gateway, "gateway", namespaced, gateways);
 watched!(GatewayClass, "gatewayclass", cluster, gateway_classes);
 watched!(HttpRoute, "httproute", namespaced, http_routes);
+
+/// Only TLS Secrets are watched (a field selector on `type`): the others are none of stitch's
+/// business, and their contents never reach its memory.
+impl Watched for Secret {
+    const KIND: &'static str = "secret";
+    const NAMESPACED: bool = true;
+    fn store(c: &mut Cluster) -> &mut BTreeMap<Key, Arc<Self>> {
+        &mut c.secrets
+    }
+    fn api(client: Client, namespace: Option<&str>) -> Api<Self> {
+        match namespace {
+            Some(ns) => Api::namespaced(client, ns),
+            None => Api::all(client),
+        }
+    }
+    fn selection() -> watcher::Config {
+        watcher::Config::default().fields(&format!(
+            "type={}",
+            crate::config::kubernetes::TLS_SECRET_TYPE
+        ))
+    }
+}
 
 /// What a watch tells the controller loop.
 #[derive(Debug, Clone, Copy)]
@@ -240,6 +271,7 @@ impl Controller {
         self.spawn::<Gateway>(&client, &scopes, &tx, &mut watches);
         self.spawn::<GatewayClass>(&client, &scopes, &tx, &mut watches);
         self.spawn::<HttpRoute>(&client, &scopes, &tx, &mut watches);
+        self.spawn::<Secret>(&client, &scopes, &tx, &mut watches);
         let identity = leader::identity();
         let election = leader::Election {
             client: client.clone(),
@@ -357,9 +389,7 @@ async fn watch<K: Watched>(
     tx: mpsc::UnboundedSender<Changed>,
 ) {
     let m = &metrics.kubernetes;
-    let mut stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .boxed();
+    let mut stream = watcher(api, K::selection()).default_backoff().boxed();
     let mut listing: Option<BTreeMap<Key, Arc<K>>> = None;
     let mut listed_once = false;
     let changed = Changed {

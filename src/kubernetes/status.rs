@@ -168,6 +168,16 @@ fn plan(
                 let Some(ing) = cluster.ingresses.get(&key) else {
                     continue;
                 };
+                // Its TLS refused: said by an Event; its routes serve, so it is published.
+                if let (Ok(()), Err(r)) = (&v.accepted, &v.resolved) {
+                    if evented.insert((v.object.clone(), v.generation, r.reason)) {
+                        writes.push(Write::Event {
+                            object: v.object.clone(),
+                            uid: ing.metadata.uid.clone(),
+                            refusal: r.clone(),
+                        });
+                    }
+                }
                 let desired = match (&v.accepted, &published) {
                     (Ok(()), Some(p)) => p.clone(),
                     (Ok(()), None) => continue,

@@ -11,8 +11,11 @@ sends, the way the API server answers it (https://kubernetes.io/docs/reference/u
 - GET, POST (create, `409 AlreadyExists`), PUT (replace, `409 Conflict` on a stale
   resourceVersion), PATCH with `application/merge-patch+json` on an object or its `/status`,
   DELETE;
-- any resource listed in RESOURCES (Ingresses, IngressClasses, Services, EndpointSlices,
-  Gateways, GatewayClasses, HTTPRoutes, Leases, Events).
+- any resource listed in RESOURCES (Ingresses, IngressClasses, Services, Secrets,
+  EndpointSlices, Gateways, GatewayClasses, HTTPRoutes, Leases, Events);
+- `fieldSelector` on LIST and WATCH with `field=value` terms on `type` and `metadata.*`
+  (what stitch selects TLS Secrets with); other fields are refused with 400, as the API server
+  refuses a field a kind does not support.
 
 The test drives it through `/_fake/...` (never used by stitch):
 - POST /_fake/apply: YAML documents, created or replaced (a spec change bumps generation);
@@ -47,6 +50,7 @@ RESOURCES = {
     ("networking.k8s.io", "v1", "ingresses"): ("Ingress", True),
     ("networking.k8s.io", "v1", "ingressclasses"): ("IngressClass", False),
     ("", "v1", "services"): ("Service", True),
+    ("", "v1", "secrets"): ("Secret", True),
     ("discovery.k8s.io", "v1", "endpointslices"): ("EndpointSlice", True),
     ("gateway.networking.k8s.io", "v1", "gateways"): ("Gateway", True),
     ("gateway.networking.k8s.io", "v1", "gatewayclasses"): ("GatewayClass", False),
@@ -57,6 +61,30 @@ RESOURCES = {
 BY_KIND = {(g, v, kind): (g, v, plural) for (g, v, plural), (kind, _) in RESOURCES.items()}
 
 BOOKMARK_EVERY = 0.5
+
+
+def field_selector(query):
+    """A predicate over objects for `fieldSelector=a=b,c!=d` (None: the selector is refused)."""
+    text = query.get("fieldSelector") or ""
+    terms = []
+    for term in filter(None, text.split(",")):
+        negate = "!=" in term
+        field, _, value = term.partition("!=" if negate else "=")
+        value = value.lstrip("=")
+        path = field.split(".")
+        if path[0] not in ("type", "metadata"):
+            return None
+        terms.append((path, value, negate))
+
+    def matches(obj):
+        for path, value, negate in terms:
+            v = obj
+            for p in path:
+                v = v.get(p) if isinstance(v, dict) else None
+            if (str(v) == value) == negate:
+                return False
+        return True
+    return matches
 
 
 def api_version(group, version):
@@ -228,9 +256,12 @@ class Handler(BaseHTTPRequestHandler):
         res, ns, name, sub = parsed
         kind, namespaced = RESOURCES[res]
         if method == "GET" and name is None:
+            selected = field_selector(query)
+            if selected is None:
+                return self.reply(400, status(400, "BadRequest", f"field selector {query.get('fieldSelector')!r}: field not supported"))
             if query.get("watch") in ("true", "1"):
-                return self.watch(res, ns, query)
-            return self.list(res, ns, kind)
+                return self.watch(res, ns, query, selected)
+            return self.list(res, ns, kind, selected)
         if method == "POST" and name is None:
             doc = json.loads(body)
             doc.setdefault("metadata", {})
@@ -288,10 +319,10 @@ class Handler(BaseHTTPRequestHandler):
         STORE.writes.append({"method": method, "path": path, "body": body,
                              "lease_holders": STORE.lease_holders(), "time": time.time()})
 
-    def list(self, res, ns, kind):
+    def list(self, res, ns, kind, selected):
         with STORE.lock:
             items = [copy.deepcopy(o) for (r, n, _), o in sorted(STORE.objects.items())
-                     if r == res and (ns is None or n == ns)]
+                     if r == res and (ns is None or n == ns) and selected(o)]
             rv = STORE.rv
         for i in items:
             # Items of a list carry no kind or apiVersion: the list does.
@@ -300,7 +331,7 @@ class Handler(BaseHTTPRequestHandler):
         self.reply(200, {"kind": f"{kind}List", "apiVersion": api_version(res[0], res[1]),
                          "metadata": {"resourceVersion": str(rv)}, "items": items})
 
-    def watch(self, res, ns, query):
+    def watch(self, res, ns, query, selected):
         since = int(query.get("resourceVersion") or 0)
         bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
         deadline = time.time() + float(query.get("timeoutSeconds") or 300)
@@ -331,7 +362,9 @@ class Handler(BaseHTTPRequestHandler):
                         break
                     pending = [h for h in STORE.history if h[0] > since and h[1] == res and (ns is None or h[2] == ns)]
                     for rv, _, _, typ, obj in pending:
-                        send({"type": typ, "object": obj})
+                        # (A Secret's type is immutable: an object never leaves the selection.)
+                        if selected(obj):
+                            send({"type": typ, "object": obj})
                         since = rv
                     if bookmarks and time.time() - last_bookmark >= BOOKMARK_EVERY:
                         since = max(since, STORE.rv)

@@ -1104,6 +1104,7 @@ fn a_missing_or_bad_tls_secret_refuses_that_ingress_tls_with_a_reason_and_the_re
     let good = pki.leaf("good", "good.test", &["good.test"], 2);
     let other = pki.leaf("other", "other.test", &["other.test"], 2);
     let missing = pki.leaf("missing", "missing.test", &["missing.test"], 2);
+    let rival = pki.leaf("rival", "good.test", &["good.test"], 2);
     let api = FakeApi::start();
     api.apply(&my_service(&a));
     let (s, addr) = tls_stitch(&api, &default);
@@ -1115,6 +1116,9 @@ fn a_missing_or_bad_tls_secret_refuses_that_ingress_tls_with_a_reason_and_the_re
             tls_ingress("good", "good.test", "good-tls"),
             tls_ingress("mismatched", "other.test", "mismatched-tls"),
             tls_ingress("missing", "missing.test", "missing-tls"),
+            // Another Secret for a host an Ingress before it (by namespace/name) serves.
+            tls_secret("rival-tls", &rival, None),
+            tls_ingress("rival", "good.test", "rival-tls").replace("path: /\n", "path: /rival\n"),
         ]
         .join("---\n"),
     );
@@ -1145,6 +1149,15 @@ fn a_missing_or_bad_tls_secret_refuses_that_ingress_tls_with_a_reason_and_the_re
     let body = event_about("mismatched");
     assert_eq!(body["reason"], "InvalidTLSSecret", "{body}");
     assert!(body["note"].as_str().unwrap().contains("tls.key"), "{body}");
+    let body = event_about("rival");
+    assert_eq!(body["reason"], "CertificateConflict", "{body}");
+    assert!(
+        body["note"]
+            .as_str()
+            .unwrap()
+            .contains("secret/default/good-tls"),
+        "{body}"
+    );
     assert_eq!(
         kube_metric(
             &s,

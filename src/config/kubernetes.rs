@@ -1376,3 +1376,176 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod tls_tests {
+    use super::*;
+    use openssl::asn1::Asn1Time;
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::pkey::PKey;
+    use openssl::x509::extension::SubjectAlternativeName;
+    use openssl::x509::X509;
+    use serde_json::json;
+
+    const DAY: i64 = 86_400;
+
+    /// A self-signed certificate for `names`, valid from `from` to `to` (Unix seconds), and
+    /// its key: PEM.
+    fn cert(names: &[&str], from: i64, to: i64) -> (Vec<u8>, Vec<u8>) {
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+        let mut b = X509::builder().unwrap();
+        b.set_version(2).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&Asn1Time::from_unix(from).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::from_unix(to).unwrap()).unwrap();
+        let mut san = SubjectAlternativeName::new();
+        for n in names {
+            san.dns(n);
+        }
+        let san = san.build(&b.x509v3_context(None, None)).unwrap();
+        b.append_extension(san).unwrap();
+        b.sign(&key, MessageDigest::sha256()).unwrap();
+        (
+            b.build().to_pem().unwrap(),
+            key.private_key_to_pem_pkcs8().unwrap(),
+        )
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        openssl::base64::encode_block(bytes)
+    }
+
+    fn cluster_with(name: &str, type_: &str, data: serde_json::Value) -> Cluster {
+        let mut c = Cluster::default();
+        let secret: Secret = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"namespace": "default", "name": name},
+            "type": type_, "data": data,
+        }))
+        .unwrap();
+        c.secrets
+            .insert(("default".into(), name.into()), Arc::new(secret));
+        c
+    }
+
+    fn entry(hosts: &[&str], secret: &str) -> k8s_openapi::api::networking::v1::IngressTLS {
+        serde_json::from_value(json!({"hosts": hosts, "secretName": secret})).unwrap()
+    }
+
+    fn refused(r: Result<Certificate, Refusal>) -> Refusal {
+        r.map(|c| c.hosts).unwrap_err()
+    }
+
+    #[test]
+    fn a_tls_secret_becomes_a_certificate_for_its_hosts_or_says_why_not() {
+        let now = 1_800_000_000;
+        let none = BTreeMap::new();
+        let (crt, key) = cert(&["*.example.com", "example.com"], now - DAY, now + DAY);
+        let good = cluster_with(
+            "web",
+            TLS_SECRET_TYPE,
+            json!({"tls.crt": b64(&crt), "tls.key": b64(&key)}),
+        );
+        // No hosts: the certificate's names; hosts given: those, if the certificate covers them.
+        let c = tls_entry("default", &entry(&[], "web"), &good, now, &none).unwrap();
+        assert_eq!(c.hosts, ["*.example.com", "example.com"]);
+        assert_eq!(&*c.cert.pem, &crt[..]);
+        assert_eq!(c.cert.path, "secret/default/web");
+        let c = tls_entry(
+            "default",
+            &entry(&["A.Example.com"], "web"),
+            &good,
+            now,
+            &none,
+        );
+        assert_eq!(c.unwrap().hosts, ["a.example.com"]);
+        let r = refused(tls_entry(
+            "default",
+            &entry(&["a.other.org"], "web"),
+            &good,
+            now,
+            &none,
+        ));
+        assert_eq!(r.reason, "InvalidTLSSecret");
+        assert!(r.message.contains("does not cover `a.other.org`"), "{r:?}");
+        // Missing, in another namespace, of another type, incomplete, expired, not yet valid.
+        let r = refused(tls_entry("default", &entry(&[], "nope"), &good, now, &none));
+        assert_eq!(r.reason, "TLSSecretNotFound");
+        let r = refused(tls_entry("other", &entry(&[], "web"), &good, now, &none));
+        assert_eq!(r.reason, "TLSSecretNotFound");
+        let opaque = cluster_with(
+            "web",
+            "Opaque",
+            json!({"tls.crt": b64(&crt), "tls.key": b64(&key)}),
+        );
+        let r = refused(tls_entry(
+            "default",
+            &entry(&[], "web"),
+            &opaque,
+            now,
+            &none,
+        ));
+        assert_eq!(r.reason, "InvalidTLSSecret");
+        let no_key = cluster_with("web", TLS_SECRET_TYPE, json!({"tls.crt": b64(&crt)}));
+        let r = refused(tls_entry(
+            "default",
+            &entry(&[], "web"),
+            &no_key,
+            now,
+            &none,
+        ));
+        assert!(r.message.contains("has no `tls.key`"), "{r:?}");
+        let r = refused(tls_entry(
+            "default",
+            &entry(&[], "web"),
+            &good,
+            now + 2 * DAY,
+            &none,
+        ));
+        assert!(r.message.contains("expired"), "{r:?}");
+        let r = refused(tls_entry(
+            "default",
+            &entry(&[], "web"),
+            &good,
+            now - 2 * DAY,
+            &none,
+        ));
+        assert!(r.message.contains("not valid before"), "{r:?}");
+        // A host the file serves is a conflict; one this same Secret serves is not.
+        let file: BTreeMap<String, String> = [("example.com".to_string(), String::new())].into();
+        let r = refused(tls_entry("default", &entry(&[], "web"), &good, now, &file));
+        assert_eq!(r.reason, "CertificateConflict");
+        let same: BTreeMap<String, String> =
+            [("example.com".to_string(), "secret/default/web".to_string())].into();
+        assert!(tls_entry("default", &entry(&[], "web"), &good, now, &same).is_ok());
+    }
+
+    #[test]
+    fn ingress_tls_without_a_tls_listener_is_refused_and_its_routes_serve() {
+        let mut c = cluster_with("web", TLS_SECRET_TYPE, json!({}));
+        let ing: Ingress = serde_json::from_value(json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"namespace": "default", "name": "web"},
+            "spec": {"ingressClassName": "stitch",
+                     "tls": [{"hosts": ["web.example.com"], "secretName": "web"}],
+                     "rules": [{"host": "web.example.com", "http": {"paths": [{"path": "/",
+                        "pathType": "Prefix",
+                        "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]},
+        }))
+        .unwrap();
+        c.ingresses
+            .insert(("default".into(), "web".into()), Arc::new(ing));
+        let desc: Description = toml::from_str("[kubernetes]\n").unwrap();
+        let (config, verdicts, _) = merge(desc, &c).unwrap();
+        assert_eq!(config.routes.len(), 1, "the Ingress's route serves");
+        assert_eq!(verdicts[0].accepted, Ok(()));
+        assert_eq!(
+            verdicts[0].resolved.as_ref().unwrap_err().reason,
+            "NoTLSListener"
+        );
+    }
+}

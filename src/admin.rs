@@ -16,8 +16,8 @@ use crate::metrics::Metrics;
 /// What the admin endpoints need to answer.
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
-    /// The proxy's listen addresses, as bound, and whether each speaks TLS.
-    pub proxy_listen: Vec<(SocketAddr, bool)>,
+    /// The proxy's listen addresses, as bound, and how each is probed.
+    pub proxy_listen: Vec<Probed>,
     /// True once the reloader listens for SIGHUP and watches the config.
     pub reloader_ready: Arc<AtomicBool>,
     /// With `[kubernetes]`: true once the cluster's objects were listed and served (stays true
@@ -144,28 +144,44 @@ async fn handle(mut stream: TcpStream, state: &AdminState) {
 }
 
 /// The listeners that do not accept a TCP connection right now.
-async fn not_accepting(addrs: &[(SocketAddr, bool)]) -> Vec<SocketAddr> {
+/// A proxy listener as the readiness probe sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Probed {
+    pub addr: SocketAddr,
+    /// Probe with a TLS handshake.
+    pub tls: bool,
+    /// Send a PROXY protocol `LOCAL` header first, as a balancer's health check does: without
+    /// one the listener closes the connection (and counts it as invalid).
+    pub proxy_protocol: bool,
+}
+
+async fn not_accepting(listeners: &[Probed]) -> Vec<SocketAddr> {
     let mut down = Vec::new();
-    for (a, tls) in addrs {
-        let target = loopback_for(*a);
+    for l in listeners {
         let ok = matches!(
-            tokio::time::timeout(Duration::from_secs(1), accepts(target, *tls)).await,
+            tokio::time::timeout(Duration::from_secs(1), accepts(l)).await,
             Ok(true)
         );
         if !ok {
-            down.push(*a);
+            down.push(l.addr);
         }
     }
     down
 }
 
+/// A PROXY protocol v2 header with the `LOCAL` command and no addresses.
+const PROXY_V2_LOCAL: [u8; 16] = *b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00";
+
 /// Does the listener accept a connection (and, for TLS, complete a handshake)? A bare TCP
 /// connect to a TLS listener would make Pingora log a failed handshake on every probe.
-async fn accepts(target: SocketAddr, tls: bool) -> bool {
-    let Ok(tcp) = TcpStream::connect(target).await else {
+async fn accepts(l: &Probed) -> bool {
+    let Ok(mut tcp) = TcpStream::connect(loopback_for(l.addr)).await else {
         return false;
     };
-    if !tls {
+    if l.proxy_protocol && tcp.write_all(&PROXY_V2_LOCAL).await.is_err() {
+        return false;
+    }
+    if !l.tls {
         return true;
     }
     handshake(tcp).await.is_ok()

@@ -14,12 +14,14 @@ use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
 use tokio::signal::unix;
 
 use crate::admin::{self, AdminState};
 use crate::config::{ListenerBehaviour, Loaded};
 use crate::kubernetes::{ClusterState, Controller};
 use crate::metrics::Metrics;
+use crate::proxy::accept::{self, Acceptor};
 use crate::proxy::{handshake, Stitch};
 use crate::runtime::reload::{self, ClusterSource, Reloader, Sources};
 use crate::runtime::{compile, config_hash, Live, Task};
@@ -320,7 +322,8 @@ pub fn build(loaded: Loaded, opts: &RunOptions) -> anyhow::Result<Built> {
         release_lease,
     };
     // Listeners that behave alike share one proxy service (one pool of worker threads);
-    // h2c is a per-service option in Pingora, and the redirect and HSTS are the app's.
+    // h2c is a per-service option in Pingora, the redirect and HSTS are the app's, and the
+    // PROXY protocol is read by a wrapper around the app (and a pre-TLS callback).
     let mut groups: Vec<(ListenerBehaviour, Vec<ListenerConfig>)> = Vec::new();
     for (l, addr) in listeners.iter().zip(&proxy_addrs) {
         let buffers = L4BufferSettings::default().read(read_buffer);
@@ -333,22 +336,33 @@ pub fn build(loaded: Loaded, opts: &RunOptions) -> anyhow::Result<Built> {
             None => groups.push((l.serve.clone(), vec![endpoint])),
         }
     }
+    // One reader of PROXY protocol headers for every listener that expects them (made only
+    // if one does: its metric's series appear with it).
+    let mut acceptor: Option<Arc<Acceptor>> = None;
     for (i, (serve, endpoints)) in groups.into_iter().enumerate() {
         let name = format!("stitch proxy {i}");
-        let mut proxy = pingora::proxy::http_proxy_service_with_name(
-            &server.configuration,
-            app.serving(&serve),
-            &name,
-        );
-        if let Some(p) = proxy.app_logic_mut() {
-            let mut options = HttpServerOptions::default();
-            options.h2c = serve.h2c;
-            p.server_options = Some(options);
+        // The HTTP app with its options set before it is wrapped: the h2c preface is peeked
+        // by the app itself, after the PROXY header has been read and taken off the stream.
+        let mut http = pingora::proxy::http_proxy(&server.configuration, app.serving(&serve));
+        let mut options = HttpServerOptions::default();
+        options.h2c = serve.h2c;
+        http.server_options = Some(options);
+        if serve.proxy_protocol {
+            let acceptor = acceptor
+                .get_or_insert_with(|| Arc::new(Acceptor::new(live.clone(), &metrics)))
+                .clone();
+            let mut proxy = accept::service(&name, http, acceptor);
+            for e in endpoints {
+                proxy.add_listener(e);
+            }
+            server.add_service(proxy);
+        } else {
+            let mut proxy = Service::new(name, http);
+            for e in endpoints {
+                proxy.add_listener(e);
+            }
+            server.add_service(proxy);
         }
-        for e in endpoints {
-            proxy.add_listener(e);
-        }
-        server.add_service(proxy);
     }
 
     let sources = Arc::new(Sources::new(
@@ -393,7 +407,11 @@ pub fn build(loaded: Loaded, opts: &RunOptions) -> anyhow::Result<Built> {
             proxy_listen: proxy_addrs
                 .iter()
                 .zip(&listeners)
-                .map(|(a, l)| (*a, l.tls.is_some()))
+                .map(|(a, l)| admin::Probed {
+                    addr: *a,
+                    tls: l.tls.is_some(),
+                    proxy_protocol: l.serve.proxy_protocol,
+                })
                 .collect(),
             reloader_ready: reloader_installed,
             cluster_ready: cluster.map(|c| c.ready_flag()),

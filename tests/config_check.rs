@@ -183,3 +183,26 @@ fn propagation_extraction_keys() {
         ],
     );
 }
+
+/// A PROXY protocol listener needs someone to believe: with no `trusted_proxies` every header
+/// would be read and ignored, so `stitch check` refuses it with the option's line.
+#[test]
+fn proxy_protocol_needs_trusted_proxies_and_a_sane_timeout() {
+    let listener = "[[server.listener]]\naddress = \"127.0.0.1:0\"\nproxy_protocol = true\n\n";
+    assert_reports(
+        &format!("[server]\nproxy_protocol_timeout_ms = 0\n\n{listener}{ROUTE}"),
+        &[
+            "FILE:2: server.proxy_protocol_timeout_ms: must be between 1 and 60000, got 0",
+            "FILE:6: server.listener[0].proxy_protocol: needs [server] trusted_proxies",
+        ],
+    );
+    let (ok, out) = stitch_check(&format!(
+        "[server]\ntrusted_proxies = [\"10.0.0.0/8\"]\n\n{listener}{ROUTE}"
+    ));
+    assert!(ok, "{out}");
+    // Off (the default) needs nothing.
+    let (ok, out) = stitch_check(&format!(
+        "[[server.listener]]\naddress = \"127.0.0.1:0\"\nproxy_protocol = false\n\n{ROUTE}"
+    ));
+    assert!(ok, "{out}");
+}

@@ -84,6 +84,10 @@ pub struct ServerFile {
     /// protocol headers are believed.
     #[serde(default)]
     pub trusted_proxies: Vec<At<String>>,
+    /// Milliseconds a `proxy_protocol` listener's connection has to send its whole PROXY
+    /// protocol header before it is closed.
+    #[serde(default = "default_proxy_protocol_timeout")]
+    pub proxy_protocol_timeout_ms: At<i64>,
 }
 
 impl Default for ServerFile {
@@ -100,6 +104,7 @@ impl Default for ServerFile {
             upstream_keepalive_pool: default_keepalive_pool(),
             read_buffer_bytes: default_read_buffer(),
             trusted_proxies: Vec::new(),
+            proxy_protocol_timeout_ms: default_proxy_protocol_timeout(),
         }
     }
 }
@@ -125,6 +130,9 @@ pub struct ListenerFile {
     pub https_port: Option<At<i64>>,
     /// `Strict-Transport-Security` on every response of a TLS listener.
     pub hsts: Option<At<HstsFile>>,
+    /// Every connection starts with a PROXY protocol (v1 or v2) header; one without is closed.
+    #[serde(default)]
+    pub proxy_protocol: At<bool>,
 }
 
 /// `tls = { certificates = [...] }`
@@ -386,6 +394,10 @@ fn default_keepalive_pool() -> At<i64> {
 /// no larger than that, so a bigger one costs memory without saving work.
 fn default_read_buffer() -> At<i64> {
     At::new_default(4 * 1024)
+}
+/// 5 s, HAProxy's and Envoy's default for the same wait.
+fn default_proxy_protocol_timeout() -> At<i64> {
+    At::new_default(5_000)
 }
 fn default_admin_listen() -> At<String> {
     At::new_default("127.0.0.1:9901".to_string())

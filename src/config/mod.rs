@@ -282,6 +282,8 @@ pub struct ServerSettings {
     pub read_buffer_bytes: usize,
     /// Whose forwarding headers (`X-Forwarded-For`, PROXY protocol) are believed.
     pub trusted_proxies: crate::forwarded::TrustedProxies,
+    /// How long a `proxy_protocol` listener waits for a connection's header.
+    pub proxy_protocol_timeout: Duration,
 }
 
 impl ServerSettings {
@@ -315,6 +317,9 @@ pub struct ListenerBehaviour {
     pub redirect_to_https: Option<u16>,
     /// The `Strict-Transport-Security` value sent on every response (TLS listeners).
     pub hsts: Option<String>,
+    /// Read a PROXY protocol header before anything else (before the TLS handshake on a TLS
+    /// listener); a connection without one is closed.
+    pub proxy_protocol: bool,
 }
 
 /// A TLS listener's certificates; SNI picks one.

@@ -10,7 +10,8 @@
 //!
 //! Both read the bytes as they come until [`crate::proxy_protocol::parse`] has a whole header,
 //! put back what followed it (`rewind`), and close the connection when the header is missing,
-//! broken, or not complete within [`HEADER_TIMEOUT`]. When the connection's own peer is a
+//! broken, or not complete within `[server] proxy_protocol_timeout_ms` (5 s by default, read
+//! from the runtime serving when the connection comes, so a reload changes it). When the connection's own peer is a
 //! trusted proxy (`[server] trusted_proxies`, from the runtime serving at accept time), the
 //! header's source becomes the connection's peer address (a new socket digest, which Pingora's
 //! HTTP session reports as the client address), so the request path sees it as it sees any
@@ -22,7 +23,6 @@
 
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
@@ -36,9 +36,6 @@ use tokio::io::AsyncReadExt;
 use crate::metrics::Metrics;
 use crate::proxy_protocol::{self, Header, Parsed};
 use crate::runtime::Live;
-
-/// How long a connection may take to send its whole header.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What happened to one connection's header, as the metric's label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +72,8 @@ impl Acceptor {
 
     /// Read the header off `stream` and apply it. An error closes the connection.
     pub async fn accept(&self, stream: &mut L4Stream) -> Result<Outcome, proxy_protocol::Error> {
-        let read = tokio::time::timeout(HEADER_TIMEOUT, read_header(stream)).await;
+        let wait = self.live.snapshot().config.server.proxy_protocol_timeout;
+        let read = tokio::time::timeout(wait, read_header(stream)).await;
         let outcome = match read {
             Err(_) => Err((Outcome::Timeout, proxy_protocol::Error::Missing)),
             Ok(Err(e)) => Err((Outcome::Invalid, e)),

@@ -412,6 +412,8 @@ mod tests {
             ("listen = [\"127.0.0.1:8080\"]\n[[server.listener]]\naddress = \"127.0.0.1:8082\"", true, "an address"),
             ("listen = [\"127.0.0.1:8080\"]\n[[server.listener]]\naddress = \"127.0.0.1:8081\"\nh2c = true", true, "h2c"),
             ("listen = [\"127.0.0.1:8080\"]\n[[server.listener]]\naddress = \"127.0.0.1:8081\"\nredirect_to_https = true", true, "a redirect"),
+            ("listen = [\"127.0.0.1:8080\"]\ntrusted_proxies = [\"10.0.0.1\"]\n[[server.listener]]\naddress = \"127.0.0.1:8081\"\nproxy_protocol = true", true, "the PROXY protocol"),
+            ("listen = [\"127.0.0.1:8080\"]\nproxy_protocol_timeout_ms = 100\n[[server.listener]]\naddress = \"127.0.0.1:8081\"", false, "the header timeout (read per connection)"),
             ("listen = [\"127.0.0.1:8080\"]", true, "a listener removed"),
         ];
         let old = with(base);

@@ -95,6 +95,7 @@ fn plain_behaviour() -> ListenerBehaviour {
         h2c: false,
         redirect_to_https: None,
         hsts: None,
+        proxy_protocol: false,
     }
 }
 
@@ -113,6 +114,7 @@ fn listener(
         redirect_to_https,
         https_port,
         hsts,
+        proxy_protocol,
     } = t.get_ref();
     let is_tls = tls.is_some();
     if is_tls && *h2c.get_ref() {
@@ -160,6 +162,7 @@ fn listener(
             h2c: *h2c.get_ref() && !is_tls,
             redirect_to_https: redirect_to_https.get_ref().then_some(port),
             hsts,
+            proxy_protocol: *proxy_protocol.get_ref(),
         },
     }
 }

@@ -21,6 +21,7 @@ pub(super) fn server(p: &mut Problems, s: &ServerFile, now: i64) -> ServerSettin
         upstream_keepalive_pool,
         read_buffer_bytes,
         trusted_proxies,
+        proxy_protocol_timeout_ms,
     } = s;
     let listeners = super::listener::listeners(p, listen, listener, now);
     let threads = p.within(threads, "server.threads", 1..=1024, 1);
@@ -55,6 +56,27 @@ pub(super) fn server(p: &mut Problems, s: &ServerFile, now: i64) -> ServerSettin
             Err(m) => p.at(c.at(), format!("server.trusted_proxies[{i}]"), m),
         }
     }
+    // A PROXY protocol listener with nobody trusted reads every header and believes none: the
+    // client address would always be the balancer's, which is never what the option is for.
+    if nets.is_empty() {
+        for (i, t) in listener.iter().enumerate() {
+            let pp = &t.get_ref().proxy_protocol;
+            if *pp.get_ref() {
+                p.at(
+                    pp.at(),
+                    format!("server.listener[{i}].proxy_protocol"),
+                    "needs [server] trusted_proxies: list the addresses of the balancers that \
+                     send the header, or their client addresses are ignored",
+                );
+            }
+        }
+    }
+    let pp_timeout = p.within(
+        proxy_protocol_timeout_ms,
+        "server.proxy_protocol_timeout_ms",
+        1..=60_000,
+        5_000,
+    );
     ServerSettings {
         listeners,
         threads: threads as usize,
@@ -66,6 +88,7 @@ pub(super) fn server(p: &mut Problems, s: &ServerFile, now: i64) -> ServerSettin
         upstream_keepalive_pool: pool as usize,
         read_buffer_bytes: read_buffer as usize,
         trusted_proxies: TrustedProxies::new(nets),
+        proxy_protocol_timeout: Duration::from_millis(pp_timeout as u64),
     }
 }
 

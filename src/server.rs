@@ -17,6 +17,7 @@ use tokio::signal::unix;
 
 use crate::admin::{self, AdminState};
 use crate::config::Loaded;
+use crate::inspect::Inspector;
 use crate::metrics::Metrics;
 use crate::proxy::Stitch;
 use crate::runtime::reload::{self, Reloader};
@@ -269,7 +270,11 @@ pub fn build(loaded: Loaded, opts: &RunOptions) -> anyhow::Result<Built> {
     let read_buffer = rt.config.server.read_buffer_bytes;
     let live = Arc::new(Live::new(rt));
 
-    let app = Stitch::new(live.clone(), metrics.clone());
+    let inspector = Arc::new(Inspector::new(
+        live.snapshot().config.inspect.requests,
+        live.snapshot().config.inspect.dd_site.clone(),
+    ));
+    let app = Stitch::new(live.clone(), metrics.clone(), inspector.clone());
     let signals = Signals {
         live: live.clone(),
         inflight: app.inflight.clone(),
@@ -286,6 +291,7 @@ pub fn build(loaded: Loaded, opts: &RunOptions) -> anyhow::Result<Built> {
         path: opts.config_path.clone(),
         live,
         metrics: metrics.clone(),
+        inspector: inspector.clone(),
         watch: opts.watch,
     };
     server.add_service(background_service(
@@ -301,6 +307,7 @@ pub fn build(loaded: Loaded, opts: &RunOptions) -> anyhow::Result<Built> {
         state: Arc::new(AdminState {
             metrics,
             proxy_listen: proxy_addrs.clone(),
+            inspector,
         }),
     };
     server.add_service(background_service("admin", admin));

@@ -39,6 +39,17 @@ fn bad_address() {
 }
 
 #[test]
+fn bad_inspector_settings() {
+    assert_reports(
+        &format!("[admin]\ninspect_requests = -1\ndd_site = \"https://datadoghq.com\"\n\n{ROUTE}"),
+        &[
+            "FILE:2: admin.inspect_requests: must be between 0 and 100000, got -1",
+            "FILE:3: admin.dd_site: `https://datadoghq.com` is not a Datadog site name",
+        ],
+    );
+}
+
+#[test]
 fn route_to_a_missing_pool() {
     assert_reports(
         "[[route]]\npath = \"/\"\nupstream = \"backend\"\n",

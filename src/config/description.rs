@@ -80,12 +80,19 @@ impl Default for ServerFile {
 pub struct AdminFile {
     #[serde(default = "default_admin_listen")]
     pub listen: At<String>,
+    /// Requests the inspector keeps (`/requests`); 0 turns it off.
+    #[serde(default = "default_inspect_requests")]
+    pub inspect_requests: At<i64>,
+    /// The Datadog site (`datadoghq.com`, `datadoghq.eu`, ...), for links to traces.
+    pub dd_site: Option<At<String>>,
 }
 
 impl Default for AdminFile {
     fn default() -> Self {
         AdminFile {
             listen: default_admin_listen(),
+            inspect_requests: default_inspect_requests(),
+            dd_site: None,
         }
     }
 }
@@ -253,6 +260,9 @@ fn default_read_buffer() -> At<i64> {
 }
 fn default_admin_listen() -> At<String> {
     At::new_default("127.0.0.1:9901".to_string())
+}
+fn default_inspect_requests() -> At<i64> {
+    At::new_default(200)
 }
 fn default_service() -> String {
     "stitch".to_string()

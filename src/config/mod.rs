@@ -124,6 +124,8 @@ impl std::error::Error for ConfigErrors {}
 pub struct Config {
     pub server: ServerSettings,
     pub admin_listen: String,
+    /// The request inspector (`admin.inspect_requests`, `admin.dd_site`).
+    pub inspect: InspectSettings,
     /// service/env/version, after the `DD_*` overrides.
     pub service: ServiceSettings,
     pub access_log: AccessLog,
@@ -187,6 +189,14 @@ pub struct ExportSettings {
     pub request_timeout: Duration,
     /// Keep the query string in the span's URL.
     pub keep_query: bool,
+}
+
+/// The request inspector: how many requests it keeps (0: off) and the Datadog site its trace
+/// links point to. Both apply live on reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InspectSettings {
+    pub requests: usize,
+    pub dd_site: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -7,6 +7,7 @@ use std::time::{Instant, SystemTime};
 
 use http::HeaderValue;
 
+use super::inspect::Capture;
 use crate::edge::TracePlan;
 use crate::runtime::{RouteRuntime, Runtime};
 
@@ -50,6 +51,8 @@ pub struct Ctx {
     pub preflight_answered: bool,
     /// The trace plan (absent on pass-through routes).
     pub trace: Option<TracePlan>,
+    /// What the request inspector records, gathered only while it is on.
+    pub inspect: Capture,
     _inflight: InflightGuard,
 }
 
@@ -69,6 +72,7 @@ impl Ctx {
             augment_preflight: false,
             preflight_answered: false,
             trace: None,
+            inspect: Capture::default(),
         }
     }
 

@@ -4,6 +4,7 @@
 
 pub mod ctx;
 pub mod echo;
+mod inspect;
 mod log;
 mod request;
 mod respond;
@@ -21,6 +22,7 @@ use pingora::upstreams::peer::HttpPeer;
 pub use ctx::Ctx;
 pub use respond::error_body;
 
+use crate::inspect::Inspector;
 use crate::metrics::Metrics;
 use crate::runtime::Live;
 
@@ -31,6 +33,8 @@ const MAX_REFUSED_HEADER_LABELS: usize = 64;
 pub struct Stitch {
     pub live: Arc<Live>,
     pub metrics: Arc<Metrics>,
+    /// The request inspector's ring buffer: outlives runtimes, so a reload keeps it.
+    pub inspector: Arc<Inspector>,
     /// Requests in flight, for the graceful drain.
     pub inflight: Arc<AtomicUsize>,
     /// Set while the process hands over to a new one (upgrade): every response closes its
@@ -42,10 +46,11 @@ pub struct Stitch {
 }
 
 impl Stitch {
-    pub fn new(live: Arc<Live>, metrics: Arc<Metrics>) -> Stitch {
+    pub fn new(live: Arc<Live>, metrics: Arc<Metrics>, inspector: Arc<Inspector>) -> Stitch {
         Stitch {
             live,
             metrics,
+            inspector,
             inflight: Arc::new(AtomicUsize::new(0)),
             draining: Arc::new(AtomicBool::new(false)),
             refused_labels: Mutex::new(HashSet::new()),
@@ -75,7 +80,9 @@ impl ProxyHttp for Stitch {
 
     /// Connection accepted, request not read yet: take the current runtime for this request.
     fn new_ctx(&self) -> Ctx {
-        Ctx::new(self.live.snapshot(), &self.inflight)
+        let mut ctx = Ctx::new(self.live.snapshot(), &self.inflight);
+        ctx.inspect.on = self.inspector.is_on();
+        ctx
     }
 
     /// No downstream modules. Pingora's default adds its response-compression module (with
@@ -106,6 +113,7 @@ impl ProxyHttp for Stitch {
         if let (Some(route), Some(plan)) = (ctx.route(), &ctx.trace) {
             request::rewrite(&ctx.rt, route, upstream_request, plan);
         }
+        ctx.inspect.sent(upstream_request);
         Ok(())
     }
 
@@ -133,7 +141,7 @@ impl ProxyHttp for Stitch {
         }
     }
 
-    /// Request done: metrics, the edge span and the access log line.
+    /// Request done: metrics, the inspector's record, the edge span and the access log line.
     async fn logging(&self, session: &mut Session, _e: Option<&pingora::Error>, ctx: &mut Ctx) {
         let status = session
             .response_written()
@@ -147,6 +155,9 @@ impl ProxyHttp for Stitch {
                 .requests
                 .with_label_values(&["(none)", if status == 404 { "4xx" } else { "other" }])
                 .inc(),
+        }
+        if ctx.inspect.on {
+            inspect::record(&self.inspector, session, ctx, status, elapsed);
         }
         log::finish(session, ctx, status, elapsed);
     }

@@ -90,6 +90,9 @@ pub(super) async fn handle(app: &Stitch, session: &mut Session, ctx: &mut Ctx) -
                     for h in &refused_headers {
                         app.count_refused_header(h);
                     }
+                    if ctx.inspect.on {
+                        ctx.inspect.refused_headers = refused_headers;
+                    }
                     if !route.profile.is_passthrough() {
                         ctx.trace = Some(plan(
                             app,
@@ -147,6 +150,7 @@ pub(super) async fn handle(app: &Stitch, session: &mut Session, ctx: &mut Ctx) -
         if let Some(plan) = &ctx.trace {
             rewrite(&rt, route, &mut req, plan);
         }
+        ctx.inspect.sent(&req);
         let body = echo::body(&req);
         let extra = cors_headers(route.cors.as_ref(), ctx.allowed_origin.as_ref());
         respond(session, ctx, 200, Some("application/json"), body, extra).await?;

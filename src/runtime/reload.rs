@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 
 use super::{compile, config_hash, Live, Runtime, Task};
 use crate::config::{self, Config};
+use crate::inspect::Inspector;
 use crate::metrics::Metrics;
 
 /// How long the directory must stay quiet before a change is read (an editor's save or a
@@ -28,6 +29,8 @@ pub struct Reloader {
     pub path: PathBuf,
     pub live: Arc<Live>,
     pub metrics: Arc<Metrics>,
+    /// The request inspector, whose capacity and Datadog site follow the configuration.
+    pub inspector: Arc<Inspector>,
     /// Watch the config's directory (off: SIGHUP only).
     pub watch: bool,
 }
@@ -167,7 +170,9 @@ impl Reloader {
             .filter(|old| !rt.routes.iter().any(|r| r.name == old.name))
             .map(|r| r.name.clone())
             .collect();
+        let inspect = rt.config.inspect.clone();
         let old = self.live.swap(rt);
+        self.inspector.configure(inspect.requests, inspect.dd_site);
         for name in &removed {
             self.metrics.remove_route(name);
         }

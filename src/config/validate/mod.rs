@@ -81,7 +81,7 @@ pub fn validate(d: &Description) -> Result<Config, Vec<ConfigError>> {
     } = d;
     let mut p = Problems::default();
     let server = server::server(&mut p, server);
-    let admin_listen = server::admin(&mut p, admin);
+    let (admin_listen, inspect) = server::admin(&mut p, admin);
     let service = server::service(service);
     let access_log = server::access_log(&mut p, access_log);
     let upstreams = upstream::upstreams(&mut p, upstream);
@@ -96,6 +96,7 @@ pub fn validate(d: &Description) -> Result<Config, Vec<ConfigError>> {
     Ok(Config {
         server,
         admin_listen,
+        inspect,
         service,
         access_log,
         upstreams,

@@ -1,0 +1,74 @@
+//! What the request inspector needs from a request, gathered along the hooks only while it is
+//! on, and the [`Record`] made from it when the request ends.
+
+use std::time::Duration;
+
+use pingora::http::RequestHeader;
+use pingora::proxy::Session;
+
+use super::Ctx;
+use crate::inspect::{self, CorsResult, Inspector, Record, TraceSummary};
+
+/// Per-request capture for the inspector (empty, and never filled, while it is off).
+#[derive(Debug, Default)]
+pub struct Capture {
+    /// The inspector was on when the request started.
+    pub on: bool,
+    /// Trace headers as sent upstream (or shown by the echo), once rewritten.
+    pub sent: Option<String>,
+    /// Header names a preflight asked for and stitch left out.
+    pub refused_headers: Vec<String>,
+}
+
+impl Capture {
+    /// Keep the trace headers of a request about to go upstream.
+    pub fn sent(&mut self, req: &RequestHeader) {
+        if self.on {
+            self.sent = Some(inspect::recorded_headers(&req.headers, true));
+        }
+    }
+}
+
+/// Hand the finished request to the inspector. Runs before the edge span takes its tags.
+pub(super) fn record(
+    inspector: &Inspector,
+    session: &Session,
+    ctx: &mut Ctx,
+    status: u16,
+    elapsed: Duration,
+) {
+    let req = session.req_header();
+    let route = ctx.route();
+    let has_policy = route.is_some_and(|r| r.cors.is_some());
+    let cors = if !has_policy || !req.headers.contains_key(http::header::ORIGIN) {
+        CorsResult::None
+    } else if !ctx.inspect.refused_headers.is_empty() {
+        CorsResult::AllowedPartial
+    } else if ctx.allowed_origin.is_some() {
+        CorsResult::Allowed
+    } else {
+        CorsResult::RefusedOrigin
+    };
+    let route = route.map(|r| r.name.clone());
+    let record = Record {
+        start: ctx.start_wall,
+        duration: elapsed,
+        route,
+        method: req.method.clone(),
+        path: req.uri.path().into(),
+        status,
+        // The TCP peer; issue 18's real client address and request id replace these two.
+        client: session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip()),
+        request_id: None,
+        preflight: ctx.preflight_answered,
+        cors,
+        refused_headers: std::mem::take(&mut ctx.inspect.refused_headers),
+        received: inspect::recorded_headers(&req.headers, false),
+        sent: ctx.inspect.sent.take(),
+        trace: ctx.trace.as_mut().map(TraceSummary::take),
+    };
+    inspector.push(record);
+}

@@ -232,6 +232,7 @@ fn both_intakes(agent: &TestAgent) -> ExportConfig {
         }),
         otlp: Some(OtlpExport {
             endpoint: format!("http://127.0.0.1:{}/v1/traces", agent.otlp_port),
+            ca_pem: None,
         }),
         ..ExportConfig::default()
     }
@@ -736,6 +737,7 @@ fn failing_then_recovering_agent_gets_each_span_once() {
             }),
             otlp: (exporter == "otlp").then(|| OtlpExport {
                 endpoint: format!("{url}/v1/traces"),
+                ca_pem: None,
             }),
             max_retries: 5,
             batch_size: 100,
@@ -783,6 +785,7 @@ fn agent_down_costs_submit_nothing_and_drops_are_counted() {
         }),
         otlp: Some(OtlpExport {
             endpoint: format!("http://127.0.0.1:{port}/v1/traces"),
+            ca_pem: None,
         }),
         queue_capacity: 64,
         batch_size: 16,

@@ -145,6 +145,8 @@ pub struct OtlpExportFile {
     #[serde(default = "default_true")]
     pub enabled: bool,
     pub endpoint: Option<At<String>>,
+    /// PEM file of the CA certificates to trust for an `https://` endpoint.
+    pub ca_file: Option<At<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -143,10 +143,15 @@ impl Config {
     /// Files other than the config itself whose content the config uses (`ca_file`s): a
     /// change to one of them is a change of configuration.
     pub fn referenced_files(&self) -> Vec<PathBuf> {
+        self.ca_files().map(|c| PathBuf::from(&c.path)).collect()
+    }
+
+    /// Every `ca_file` the config uses (upstreams, then the OTLP exporter).
+    pub fn ca_files(&self) -> impl Iterator<Item = &CaFile> {
         self.upstreams
             .iter()
-            .filter_map(|u| u.ca.as_ref().map(|c| PathBuf::from(&c.path)))
-            .collect()
+            .filter_map(|u| u.ca.as_ref())
+            .chain(self.export.otlp_ca.as_ref())
     }
 }
 
@@ -181,6 +186,8 @@ impl Profile {
 pub struct ExportSettings {
     pub datadog_agent_url: Option<String>,
     pub otlp_endpoint: Option<String>,
+    /// CA certificates trusted for an `https://` OTLP endpoint (`export.otlp.ca_file`).
+    pub otlp_ca: Option<CaFile>,
     pub queue_capacity: usize,
     pub batch_size: usize,
     pub flush_interval: Duration,

@@ -188,10 +188,8 @@ pub fn content_hash<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> String {
 /// The content hash of a loaded configuration: its text and every file it references.
 pub fn config_hash(text: &str, config: &Config) -> String {
     let mut parts: Vec<&[u8]> = vec![text.as_bytes()];
-    for u in &config.upstreams {
-        if let Some(ca) = &u.ca {
-            parts.push(&ca.pem);
-        }
+    for ca in config.ca_files() {
+        parts.push(&ca.pem);
     }
     content_hash(parts)
 }

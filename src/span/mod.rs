@@ -4,8 +4,8 @@
 //! The proxy builds an [`EdgeSpan`] when a request ends and hands it to [`SpanSink::submit`],
 //! which only does a `try_send` into a bounded queue per exporter: a full queue drops the span
 //! and counts it. A background future ([`Exporter::run`]) batches spans by size and time,
-//! encodes them ([`datadog`], [`otlp`]) and sends them with a small HTTP/1.1 client
-//! ([`http`], plain `http://` and `unix://` only, no TLS: both targets are local agents).
+//! encodes them ([`datadog`], [`otlp`]) and sends them over HTTP/1.1 with Pingora's own client
+//! ([`http`]: `http://`, `https://` with the system's roots or a `ca_file`, and `unix://`).
 //!
 //! # What goes where
 //!
@@ -31,8 +31,8 @@
 //! `rejected`, `encode_error`, `shutdown`. `stitch_export_batches_total{exporter,result}`
 //! counts send attempts: `ok`, `retry` (failed, will be retried), `failed` (failed, dropped).
 //! Each exporter keeps its connection to the agent or collector open between batches while the
-//! peer allows (HTTP/1.1 keep-alive with a whole, length-delimited answer); a kept connection
-//! the peer closed meanwhile is replaced and the batch sent again at once.
+//! peer allows (HTTP/1.1 keep-alive with a whole answer, by Content-Length or chunked); a kept
+//! connection the peer closed meanwhile is replaced and the batch sent again at once.
 //! `stitch_export_connections_total{exporter}` counts the connections opened.
 //!
 //! On shutdown the queues are closed (later submits count as `shutdown` drops), what is queued

@@ -50,6 +50,19 @@ fn bad_inspector_settings() {
 }
 
 #[test]
+fn bad_baggage_tags() {
+    assert_reports(
+        &format!(
+            "[propagation.rum]\nbaggage_tags = [\"session id\", \"user.id\", \"user.id\"]\n\n{ROUTE}"
+        ),
+        &[
+            "FILE:2: propagation.rum.baggage_tags[0]: \"session id\" is not a baggage key",
+            "FILE:2: propagation.rum.baggage_tags[2]: \"user.id\" is listed twice",
+        ],
+    );
+}
+
+#[test]
 fn route_to_a_missing_pool() {
     assert_reports(
         "[[route]]\npath = \"/\"\nupstream = \"backend\"\n",

@@ -221,6 +221,7 @@ fn span(trace_id: u128, span_id: u64, priority: i32) -> EdgeSpan {
         http_version: None,
         scheme: None,
         host: None,
+        baggage: vec![],
     }
 }
 
@@ -329,6 +330,7 @@ fn full_span() -> EdgeSpan {
         http_version: Some("1.1".into()),
         scheme: Some("http".into()),
         host: Some("shop.example:8080".into()),
+        baggage: vec![("session.id".into(), "f2b8c1d0-rum".into())],
         ..span(0x640cfd8d00000000_64fe8b2a57d3eff7, 0x0a0b0c0d0e0f1011, 2)
     }
 }
@@ -464,6 +466,7 @@ fn every_field_arrives_on_both_paths_with_identical_ids() {
         ("_dd.parent_id", "0123456789abcdef"),
         ("_dd.propagation_error", "extract_max_size"),
         ("_dd.p.usr.id", "dXNlcjE="),
+        ("baggage.session.id", "f2b8c1d0-rum"),
     ] {
         assert_eq!(meta[k], json!(v), "meta {k}: {meta}");
     }
@@ -551,6 +554,7 @@ fn every_field_arrives_on_both_paths_with_identical_ids() {
         ("_dd.parent_id", "0123456789abcdef"),
         ("_dd.propagation_error", "extract_max_size"),
         ("_dd.p.usr.id", "dXNlcjE="),
+        ("baggage.session.id", "f2b8c1d0-rum"),
     ] {
         assert_eq!(
             attrs.get(k).map(String::as_str),

@@ -226,6 +226,8 @@ pub struct PropagationFile {
     pub missing_decision: Option<At<String>>,
     pub trust: Option<At<TrustFile>>,
     pub max_incoming_priority: Option<At<i64>>,
+    /// Baggage keys copied onto the edge span as tags.
+    pub baggage_tags: Option<At<Vec<At<String>>>>,
 }
 
 /// `trust = "any" | "none" | ["10.0.0.0/8", ...]`

@@ -169,11 +169,19 @@ pub struct Profile {
     pub extract: Vec<crate::propagation::Format>,
     pub inject: Vec<crate::propagation::Format>,
     pub sampling: crate::sampling::SamplingPolicy,
+    /// Baggage keys copied onto the edge span as `baggage.KEY` tags (`baggage_tags`).
+    pub baggage_tags: Vec<String>,
 }
 
 impl Profile {
     /// Name of the profile routes use when they name none.
     pub const DEFAULT: &'static str = "default";
+
+    /// The baggage keys a profile tags the edge span with unless it says otherwise: the RUM
+    /// session, the link from an APM trace back to the session replay.
+    pub fn default_baggage_tags() -> Vec<String> {
+        vec!["session.id".to_string()]
+    }
 
     /// An empty profile (no extract, no inject) passes trace headers through untouched.
     pub fn is_passthrough(&self) -> bool {

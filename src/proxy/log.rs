@@ -10,6 +10,7 @@ use pingora::proxy::Session;
 use super::Ctx;
 use crate::config::AccessLogFormat;
 use crate::inspect::rfc3339_millis;
+use crate::propagation::baggage;
 use crate::span::{EdgeSpan, SpanError, SpanLink};
 
 /// Record the span and the access log line of a finished request.
@@ -127,6 +128,10 @@ fn edge_span(
         })),
         scheme: Some(Cow::Borrowed("http")),
         host: header(http::header::HOST),
+        baggage: match &c.baggage {
+            Some(raw) => baggage::tags(raw.as_bytes(), &route.profile.baggage_tags),
+            None => Vec::new(),
+        },
     })
 }
 

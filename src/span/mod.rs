@@ -53,6 +53,11 @@ pub use export::{
 /// The operation name of every edge span.
 pub const SPAN_NAME: &str = "stitch.request";
 
+/// Prefix of the edge span's baggage tags, on both paths: dd-trace's name for them
+/// (`BAGGAGE_TAG_PREFIX`, with `DD_TRACE_BAGGAGE_TAG_KEYS`) and OpenTelemetry's usual
+/// `baggage.KEY` attribute.
+pub const BAGGAGE_TAG_PREFIX: &str = "baggage.";
+
 /// The version stitch reports as its tracer version.
 pub const TRACER_VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -105,6 +110,9 @@ pub struct EdgeSpan {
     pub scheme: Option<Cow<'static, str>>,
     /// Host the client asked for (`Host` / `:authority`), optionally with a port.
     pub host: Option<String>,
+    /// Baggage members the route's profile tags the span with (`baggage_tags`): key without
+    /// the `baggage.` prefix the encoders add, value percent-decoded and bounded.
+    pub baggage: Vec<(String, String)>,
 }
 
 /// A span link (from the merge step, e.g. `terminated_context`).
@@ -245,6 +253,7 @@ pub(crate) mod fixture {
             http_version: Some("1.1".into()),
             scheme: Some("https".into()),
             host: Some("shop.example:8443".into()),
+            baggage: vec![],
         }
     }
 
@@ -276,6 +285,7 @@ pub(crate) mod fixture {
             http_version: None,
             scheme: None,
             host: None,
+            baggage: vec![],
         }
     }
 }

@@ -14,7 +14,8 @@
 //! `client.port`, `user_agent.original`, `network.peer.address`, `network.peer.port` (the
 //! upstream), `network.protocol.version`, `error.type`; then stitch's and Datadog's own:
 //! `stitch.preflight`, `sampling.priority` (read by the Datadog Agent's OTLP intake),
-//! `_dd.origin`, `_dd.p.dm`, `_dd.parent_id`, `_dd.propagation_error` and the `_dd.p.*` tags.
+//! `_dd.origin`, `_dd.p.dm`, `_dd.parent_id`, `_dd.propagation_error`, the `_dd.p.*` tags and
+//! the profile's baggage tags (`baggage.KEY`).
 //! Resource attributes: `service.name`, `deployment.environment.name`, `service.version`,
 //! `telemetry.sdk.name`, `telemetry.sdk.language`, `telemetry.sdk.version`. An error sets the
 //! span status to ERROR with the error message.
@@ -30,8 +31,8 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 use prost::Message;
 
 use super::{
-    decision_maker, propagated_tags, split_host_port, EdgeSpan, ServiceInfo, SpanLink, SPAN_NAME,
-    TRACER_VERSION,
+    decision_maker, propagated_tags, split_host_port, EdgeSpan, ServiceInfo, SpanLink,
+    BAGGAGE_TAG_PREFIX, SPAN_NAME, TRACER_VERSION,
 };
 
 /// The usual path of the traces endpoint.
@@ -197,6 +198,9 @@ fn span_message(span: &EdgeSpan) -> Span {
     }
     for (k, v) in propagated_tags(span) {
         a(&mut attrs, k, v);
+    }
+    for (k, v) in &span.baggage {
+        a(&mut attrs, &format!("{BAGGAGE_TAG_PREFIX}{k}"), v);
     }
 
     let mut flags = FLAG_HAS_IS_REMOTE;

@@ -180,7 +180,8 @@ fn header_lines(text: &str) -> impl Iterator<Item = (&str, &str)> {
 /// The recorded headers of `headers`, one `name: value` a line: only names [`is_recorded`]
 /// accepts (all of them when `trace_only` is false; only trace headers when true).
 pub fn recorded_headers(headers: &HeaderMap, trace_only: bool) -> String {
-    let mut out = String::new();
+    // Room for the usual RUM request's trace headers without growing.
+    let mut out = String::with_capacity(384);
     for (name, value) in headers {
         let n = name.as_str();
         let keep = if trace_only {
@@ -193,7 +194,10 @@ pub fn recorded_headers(headers: &HeaderMap, trace_only: bool) -> String {
         }
         out.push_str(n);
         out.push_str(": ");
-        let v = String::from_utf8_lossy(value.as_bytes());
+        let v = match value.to_str() {
+            Ok(v) => std::borrow::Cow::Borrowed(v),
+            Err(_) => String::from_utf8_lossy(value.as_bytes()),
+        };
         if n == "baggage" {
             push_cut(&mut out, &mask_baggage(&v));
         } else {

@@ -118,7 +118,8 @@ code,pre{font:12px ui-monospace,monospace}\
 pre{margin:0;white-space:pre-wrap;word-break:break-all}\
 .s2{color:#176f2c}.s3{color:#555}.s4{color:#a15c00}.s5{color:#b00020;font-weight:bold}\
 .drop{color:#777}.keep{color:#176f2c}.refused{color:#b00020}\
-.cols{display:flex;gap:2em;flex-wrap:wrap}\
+.cols{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1.4fr) minmax(0,1.3fr) minmax(0,.5fr);gap:1em}\
+td.time{white-space:nowrap}\
 form{margin:.5em 0 1em}label{margin-right:1em}";
 
 /// `/requests`: the page.
@@ -260,7 +261,7 @@ fn row(o: &mut String, r: &Record, dd_site: Option<&str>) {
     };
     let _ = writeln!(
         o,
-        "<tr class=\"req\"><td>{}</td><td class=\"route\">{}</td><td class=\"method\">{}</td>\
+        "<tr class=\"req\"><td class=\"time\">{}</td><td class=\"route\">{}</td><td class=\"method\">{}</td>\
          <td class=\"path\">{}</td><td class=\"status {status_class}\">{}</td>\
          <td class=\"cors\">{cors}</td><td class=\"format\">{format}</td>\
          <td class=\"sampling\">{sampling}</td><td class=\"trace\">{trace_id}</td>\

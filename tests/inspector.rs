@@ -409,3 +409,30 @@ fn chromium_loads_filters_and_screenshots_the_page() {
         );
     }
 }
+
+#[test]
+fn a_pass_through_route_shows_the_trace_headers_it_forwarded_untouched() {
+    let up = Upstream::start();
+    let cfg = format!(
+        "{}[upstream.backend]\nservers = [\"{}\"]\n\n[propagation.raw]\nextract = []\ninject = []\n\n\
+         [[route]]\nname = \"raw\"\npath = \"/\"\nupstream = \"backend\"\npropagation = \"raw\"\n",
+        base_config(),
+        up.addr
+    );
+    let s = Stitch::start(&cfg);
+    let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let r = get(&s.url("/x"), &[("traceparent", tp), ("x-b3-sampled", "1")]).unwrap();
+    assert_eq!(r.status, 200);
+    let v = inspected(&s, "");
+    let rec = &requests(&v)[0];
+    let want: BTreeSet<(String, String)> = [("traceparent", tp), ("x-b3-sampled", "1")]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into();
+    assert_eq!(pairs(&rec["headers_sent"]), want, "{rec:#}");
+    assert_eq!(
+        rec["trace"],
+        Value::Null,
+        "no trace plan on a pass-through route"
+    );
+    assert_eq!(up.last().header("traceparent"), Some(tp));
+}

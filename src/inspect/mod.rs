@@ -41,7 +41,18 @@ const CORS_REQUEST_HEADERS: [&str; 3] = [
 /// Whether a request header may be recorded: a trace header stitch reads or writes, or a CORS
 /// request header. Nothing else ever is.
 pub fn is_recorded(name: &str) -> bool {
-    propagation::is_propagation_name(name) || CORS_REQUEST_HEADERS.contains(&name)
+    // Most headers are neither (host, user-agent, accept*, cookie, content-*): one byte tells.
+    match name.as_bytes().first() {
+        Some(b'x' | b't' | b'b') => propagation::is_propagation_name(name),
+        Some(b'o' | b'a') => CORS_REQUEST_HEADERS.contains(&name),
+        _ => false,
+    }
+}
+
+/// Whether a request header is a trace header (what "sent upstream" shows).
+fn is_trace_header(name: &str) -> bool {
+    matches!(name.as_bytes().first(), Some(b'x' | b't' | b'b'))
+        && propagation::is_propagation_name(name)
 }
 
 /// What the CORS policy did with a request, as `stitch_cors_preflight_total` names it.
@@ -144,11 +155,11 @@ pub struct Record {
     pub cors: CorsResult,
     /// Header names a preflight asked for and stitch left out.
     pub refused_headers: Vec<String>,
-    /// Trace and CORS request headers as received, one `name: value` a line.
-    pub received: String,
-    /// Trace headers as sent upstream (or shown by the echo), one `name: value` a line; `None`
-    /// when the request was not forwarded.
-    pub sent: Option<String>,
+    /// Trace and CORS request headers as received.
+    pub received: HeaderText,
+    /// Trace headers as sent upstream (or shown by the echo); `None` when the request was not
+    /// forwarded.
+    pub sent: Option<HeaderText>,
     /// `None` on pass-through routes and requests without a route.
     pub trace: Option<TraceSummary>,
 }
@@ -161,80 +172,109 @@ impl Record {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0)
     }
+}
 
-    /// The received headers as (name, value) pairs.
-    pub fn received_headers(&self) -> impl Iterator<Item = (&str, &str)> {
-        header_lines(&self.received)
+/// Recorded headers as the request path copied them: `name: value` lines of raw bytes, made
+/// text only when shown (a header value need not be UTF-8; validating it on the request path
+/// cost more than the copy).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderText(Vec<u8>);
+
+impl HeaderText {
+    /// The lines as text (invalid UTF-8 replaced).
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.0)
     }
 
-    /// The sent headers as (name, value) pairs (none if not forwarded).
-    pub fn sent_headers(&self) -> impl Iterator<Item = (&str, &str)> {
-        header_lines(self.sent.as_deref().unwrap_or(""))
+    /// (name, value) pairs, in the order received.
+    pub fn pairs(&self) -> Vec<(String, String)> {
+        self.text()
+            .lines()
+            .filter_map(|l| l.split_once(": "))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 }
 
-fn header_lines(text: &str) -> impl Iterator<Item = (&str, &str)> {
-    text.lines().filter_map(|l| l.split_once(": "))
+impl From<&str> for HeaderText {
+    fn from(s: &str) -> HeaderText {
+        HeaderText(s.as_bytes().to_vec())
+    }
 }
 
-/// The recorded headers of `headers`, one `name: value` a line: only names [`is_recorded`]
-/// accepts (all of them when `trace_only` is false; only trace headers when true).
-pub fn recorded_headers(headers: &HeaderMap, trace_only: bool) -> String {
-    // Room for the usual RUM request's trace headers without growing.
-    let mut out = String::with_capacity(384);
+/// The recorded headers of `headers`: only names [`is_recorded`] accepts (all of them when
+/// `trace_only` is false; only trace headers when true).
+pub fn recorded_headers(headers: &HeaderMap, trace_only: bool) -> HeaderText {
+    let mut out = HeaderText::with_room();
     for (name, value) in headers {
         let n = name.as_str();
         let keep = if trace_only {
-            propagation::is_propagation_name(n)
+            is_trace_header(n)
         } else {
             is_recorded(n)
         };
-        if !keep {
-            continue;
+        if keep {
+            out.push(n, value.as_bytes());
         }
-        out.push_str(n);
-        out.push_str(": ");
-        let v = match value.to_str() {
-            Ok(v) => std::borrow::Cow::Borrowed(v),
-            Err(_) => String::from_utf8_lossy(value.as_bytes()),
-        };
-        if n == "baggage" {
-            push_cut(&mut out, &mask_baggage(&v));
-        } else {
-            push_cut(&mut out, &v);
-        }
-        out.push('\n');
     }
     out
 }
 
-/// Append `v`, cut at [`MAX_VALUE`] bytes on a character boundary.
-fn push_cut(out: &mut String, v: &str) {
+impl HeaderText {
+    /// Empty, with room for the usual RUM request's trace headers.
+    pub fn with_room() -> HeaderText {
+        HeaderText(Vec::with_capacity(384))
+    }
+
+    /// Append one header: baggage with its values masked, any value cut at [`MAX_VALUE`].
+    pub fn push(&mut self, name: &str, value: &[u8]) {
+        let out = &mut self.0;
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        if name == "baggage" {
+            mask_baggage(out, value);
+        } else {
+            push_cut(out, value);
+        }
+        out.push(b'\n');
+    }
+}
+
+/// Append `v`, cut at [`MAX_VALUE`] bytes, not inside a UTF-8 sequence.
+fn push_cut(out: &mut Vec<u8>, v: &[u8]) {
     if v.len() <= MAX_VALUE {
-        out.push_str(v);
+        out.extend_from_slice(v);
         return;
     }
     let mut end = MAX_VALUE;
-    while !v.is_char_boundary(end) {
+    // Back off over continuation bytes (0b10xx_xxxx) to the start of a character.
+    while end > 0 && v[end] & 0xc0 == 0x80 {
         end -= 1;
     }
-    out.push_str(&v[..end]);
-    out.push('…');
+    out.extend_from_slice(&v[..end]);
+    out.extend_from_slice("…".as_bytes());
 }
 
-/// Baggage with every member's value replaced by `…`: the keys show what the client sent, the
-/// values (user ids, session ids, anything the application put there) are not kept.
-pub fn mask_baggage(v: &str) -> String {
-    let mut out = String::with_capacity(v.len().min(MAX_VALUE));
-    for (i, member) in v.split(',').enumerate() {
-        if i > 0 {
-            out.push(',');
+/// Append baggage with every member's value replaced by `…`: the keys show what the client
+/// sent, the values (user ids, session ids, anything the application put there) are not kept.
+/// At most [`MAX_VALUE`] bytes of keys.
+fn mask_baggage(out: &mut Vec<u8>, v: &[u8]) {
+    let start = out.len();
+    for (i, member) in v.split(|b| *b == b',').enumerate() {
+        if out.len() - start > MAX_VALUE {
+            out.extend_from_slice(",…".as_bytes());
+            return;
         }
-        let key = member.split(['=', ';']).next().unwrap_or("").trim();
-        out.push_str(key);
-        out.push_str("=…");
+        if i > 0 {
+            out.push(b',');
+        }
+        let key = member
+            .split(|b| *b == b'=' || *b == b';')
+            .next()
+            .unwrap_or(&[]);
+        out.extend_from_slice(key.trim_ascii());
+        out.extend_from_slice("=…".as_bytes());
     }
-    out
 }
 
 /// A request the page or the JSON selects.
@@ -592,7 +632,7 @@ pub(crate) mod fixture {
             cors,
             refused_headers: Vec::new(),
             received: "x-datadog-trace-id: 7\n".into(),
-            sent: Some(format!("x-datadog-parent-id: {n}\n")),
+            sent: Some(format!("x-datadog-parent-id: {n}\n").as_str().into()),
             trace: Some(TraceSummary {
                 trace_id: u128::from(n) << 64 | 7,
                 span_id: n,
@@ -643,9 +683,10 @@ mod tests {
         ] {
             h.append(k, HeaderValue::from_static(v));
         }
-        let all = recorded_headers(&h, false);
+        let all = recorded_headers(&h, false).text().into_owned();
         assert!(!all.contains("SECRET"), "{all}");
-        let names: Vec<&str> = header_lines(&all).map(|(n, _)| n).collect();
+        let pairs = recorded_headers(&h, false).pairs();
+        let names: Vec<&str> = pairs.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,
             [
@@ -658,7 +699,7 @@ mod tests {
             ]
         );
         assert!(all.contains("baggage: session.id=…,user.id=…\n"), "{all}");
-        let trace = recorded_headers(&h, true);
+        let trace = recorded_headers(&h, true).text().into_owned();
         assert!(!trace.contains("origin"), "{trace}");
     }
 
@@ -667,9 +708,13 @@ mod tests {
         let mut h = HeaderMap::new();
         let long = "é".repeat(200); // 400 bytes
         h.insert("tracestate", HeaderValue::from_str(&long).unwrap());
-        let got = recorded_headers(&h, true);
-        let v = header_lines(&got).next().unwrap().1;
-        assert!(v.ends_with('…') && v.len() <= MAX_VALUE + '…'.len_utf8());
+        let got = recorded_headers(&h, true).pairs();
+        let v = &got[0].1;
+        assert!(
+            v.ends_with('…') && v.len() <= MAX_VALUE + '…'.len_utf8(),
+            "{v}"
+        );
+        assert!(!v.contains('\u{fffd}'), "cut between two characters: {v}");
     }
 
     #[rustfmt::skip]

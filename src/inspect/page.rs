@@ -16,8 +16,8 @@ use crate::propagation::Outcome;
 
 /// One record as JSON.
 pub fn record_json(r: &Record, dd_site: Option<&str>) -> Value {
-    let pairs = |it: &mut dyn Iterator<Item = (&str, &str)>| -> Value {
-        it.map(|(k, v)| json!([k, v])).collect()
+    let pairs = |h: &super::HeaderText| -> Value {
+        h.pairs().into_iter().map(|(k, v)| json!([k, v])).collect()
     };
     let trace = r.trace.as_ref().map(|t| {
         let formats: Vec<Value> = t
@@ -67,8 +67,8 @@ pub fn record_json(r: &Record, dd_site: Option<&str>) -> Value {
             "result": r.cors.label(),
             "refused_headers": r.refused_headers,
         },
-        "headers_received": pairs(&mut r.received_headers()),
-        "headers_sent": r.sent.as_ref().map(|_| pairs(&mut r.sent_headers())),
+        "headers_received": pairs(&r.received),
+        "headers_sent": r.sent.as_ref().map(pairs),
         "trace": trace,
     })
 }
@@ -276,14 +276,14 @@ fn row(o: &mut String, r: &Record, dd_site: Option<&str>) {
     let _ = write!(
         o,
         "<div>received<pre class=\"received\">{}</pre></div>",
-        escape(r.received.trim_end())
+        escape(r.received.text().trim_end())
     );
     match &r.sent {
         Some(s) => {
             let _ = write!(
                 o,
                 "<div>sent upstream<pre class=\"sent\">{}</pre></div>",
-                escape(s.trim_end())
+                escape(s.text().trim_end())
             );
         }
         None => o.push_str("<div>sent upstream<pre class=\"sent\">(not forwarded)</pre></div>"),

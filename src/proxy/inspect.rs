@@ -3,11 +3,13 @@
 
 use std::time::Duration;
 
+use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 
 use super::Ctx;
-use crate::inspect::{self, CorsResult, Inspector, Record, TraceSummary};
+use crate::edge::HeaderEdit;
+use crate::inspect::{self, CorsResult, HeaderText, Inspector, Record, TraceSummary};
 
 /// Per-request capture for the inspector (empty, and never filled, while it is off).
 #[derive(Debug, Default)]
@@ -15,17 +17,38 @@ pub struct Capture {
     /// The inspector was on when the request started.
     pub on: bool,
     /// Trace headers as sent upstream (or shown by the echo), once rewritten.
-    pub sent: Option<String>,
+    pub sent: Option<HeaderText>,
     /// Header names a preflight asked for and stitch left out.
     pub refused_headers: Vec<String>,
 }
 
 impl Capture {
-    /// Keep the trace headers of a request about to go upstream.
+    /// Keep the trace headers of a request about to go upstream untouched (a pass-through
+    /// route), unless the rewrite already recorded what it wrote.
     pub fn sent(&mut self, req: &RequestHeader) {
-        if self.on {
+        if self.on && self.sent.is_none() {
             self.sent = Some(inspect::recorded_headers(&req.headers, true));
         }
+    }
+}
+
+/// The trace-header rewrite's target, recording each header it writes: after the rewrite
+/// those are the only trace headers left, so no second pass over the request is needed.
+pub(super) struct Recording<'a, H: HeaderEdit> {
+    pub headers: &'a mut H,
+    pub written: HeaderText,
+}
+
+impl<H: HeaderEdit> HeaderEdit for Recording<'_, H> {
+    fn names(&self) -> impl Iterator<Item = &HeaderName> {
+        self.headers.names()
+    }
+    fn remove(&mut self, name: &HeaderName) {
+        self.headers.remove(name);
+    }
+    fn insert(&mut self, name: &'static str, value: HeaderValue) {
+        self.written.push(name, value.as_bytes());
+        self.headers.insert(name, value);
     }
 }
 

@@ -110,8 +110,9 @@ impl ProxyHttp for Stitch {
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if let (Some(route), Some(plan)) = (ctx.route(), &ctx.trace) {
-            request::rewrite(&ctx.rt, route, upstream_request, plan);
+        let route = ctx.route.and_then(|i| ctx.rt.routes.get(i));
+        if let (Some(route), Some(plan)) = (route, &ctx.trace) {
+            request::rewrite(&ctx.rt, route, upstream_request, plan, &mut ctx.inspect);
         }
         ctx.inspect.sent(upstream_request);
         Ok(())

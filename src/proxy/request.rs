@@ -10,11 +10,13 @@ use pingora::proxy::Session;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{ErrorSource, ErrorType};
 
+use super::inspect::{Capture, Recording};
 use super::respond::{cors_headers, error_body, respond};
 use super::{echo, Ctx, Stitch};
 use crate::config::Target;
 use crate::cors::{self, PreflightDecision, PreflightMode};
 use crate::edge::{self, HeaderEdit, TracePlan};
+use crate::inspect;
 use crate::propagation::{Format, Outcome};
 use crate::routing::host_part;
 use crate::runtime::{FormatCounters, RouteRuntime, Runtime};
@@ -148,7 +150,7 @@ pub(super) async fn handle(app: &Stitch, session: &mut Session, ctx: &mut Ctx) -
     if route.target == Target::Echo {
         let mut req = session.req_header().clone();
         if let Some(plan) = &ctx.trace {
-            rewrite(&rt, route, &mut req, plan);
+            rewrite(&rt, route, &mut req, plan, &mut ctx.inspect);
         }
         ctx.inspect.sent(&req);
         let body = echo::body(&req);
@@ -211,14 +213,24 @@ fn plan(
 }
 
 /// Rewrite the trace headers of a request going upstream (also what the echo shows) and count
-/// the formats written.
+/// the formats written; the inspector, when on, keeps the headers written.
 pub(super) fn rewrite(
     rt: &Runtime,
     route: &RouteRuntime,
     req: &mut RequestHeader,
     plan: &TracePlan,
+    capture: &mut Capture,
 ) {
-    edge::rewrite(plan, &route.profile.inject, req);
+    if capture.on {
+        let mut rec = Recording {
+            headers: req,
+            written: inspect::HeaderText::with_room(),
+        };
+        edge::rewrite(plan, &route.profile.inject, &mut rec);
+        capture.sent = Some(rec.written);
+    } else {
+        edge::rewrite(plan, &route.profile.inject, req);
+    }
     for f in &route.profile.inject {
         if *f != Format::Baggage || plan.context.baggage.is_some() {
             rt.formats.injected[FormatCounters::index(*f)].inc();

@@ -1,9 +1,11 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (alive), `/readyz` (config
-//! loaded and every proxy listener accepting), and the request inspector's `/requests` (HTML)
-//! and `/requests.json`. A deliberately small HTTP/1.1 server: one request per connection,
-//! answered and closed.
+//! loaded, the reloader listening for SIGHUP and changes, every proxy listener accepting, and
+//! with `[kubernetes]` the cluster's objects listed once), and the request inspector's
+//! `/requests` (HTML) and `/requests.json`. A deliberately small HTTP/1.1 server: one request
+//! per connection, answered and closed.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,8 +18,13 @@ use crate::metrics::Metrics;
 /// What the admin endpoints need to answer.
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
-    /// The proxy's listen addresses, as bound.
-    pub proxy_listen: Vec<SocketAddr>,
+    /// The proxy's listen addresses, as bound, and how each is probed.
+    pub proxy_listen: Vec<Probed>,
+    /// True once the reloader listens for SIGHUP and watches the config.
+    pub reloader_ready: Arc<AtomicBool>,
+    /// With `[kubernetes]`: true once the cluster's objects were listed and served (stays true
+    /// when the API server goes away later).
+    pub cluster_ready: Option<Arc<AtomicBool>>,
     /// The request inspector's ring buffer.
     pub inspector: Arc<Inspector>,
 }
@@ -91,7 +98,23 @@ async fn handle(mut stream: TcpStream, state: &AdminState) {
         ("GET", "/healthz") => ("200 OK", "text/plain", b"ok\n".to_vec()),
         ("GET", "/readyz") => {
             let down = not_accepting(&state.proxy_listen).await;
-            if down.is_empty() {
+            let unsynced = state
+                .cluster_ready
+                .as_ref()
+                .is_some_and(|r| !r.load(Ordering::Acquire));
+            if !state.reloader_ready.load(Ordering::Acquire) {
+                (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    b"not ready: the configuration reloader is starting\n".to_vec(),
+                )
+            } else if unsynced {
+                (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    b"not ready: the Kubernetes objects have not been listed yet\n".to_vec(),
+                )
+            } else if down.is_empty() {
                 ("200 OK", "text/plain", b"ready\n".to_vec())
             } else {
                 let list: Vec<String> = down.iter().map(|a| a.to_string()).collect();
@@ -156,19 +179,65 @@ async fn handle(mut stream: TcpStream, state: &AdminState) {
 }
 
 /// The listeners that do not accept a TCP connection right now.
-async fn not_accepting(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
+/// A proxy listener as the readiness probe sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Probed {
+    pub addr: SocketAddr,
+    /// Probe with a TLS handshake.
+    pub tls: bool,
+    /// Send a PROXY protocol `LOCAL` header first, as a balancer's health check does: without
+    /// one the listener closes the connection (and counts it as invalid).
+    pub proxy_protocol: bool,
+}
+
+async fn not_accepting(listeners: &[Probed]) -> Vec<SocketAddr> {
     let mut down = Vec::new();
-    for a in addrs {
-        let target = loopback_for(*a);
+    for l in listeners {
         let ok = matches!(
-            tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(target)).await,
-            Ok(Ok(_))
+            tokio::time::timeout(Duration::from_secs(1), accepts(l)).await,
+            Ok(true)
         );
         if !ok {
-            down.push(*a);
+            down.push(l.addr);
         }
     }
     down
+}
+
+/// A PROXY protocol v2 header with the `LOCAL` command and no addresses.
+const PROXY_V2_LOCAL: [u8; 16] = *b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00";
+
+/// Does the listener accept a connection (and, for TLS, complete a handshake)? A bare TCP
+/// connect to a TLS listener would make Pingora log a failed handshake on every probe.
+async fn accepts(l: &Probed) -> bool {
+    let Ok(mut tcp) = TcpStream::connect(loopback_for(l.addr)).await else {
+        return false;
+    };
+    if l.proxy_protocol && tcp.write_all(&PROXY_V2_LOCAL).await.is_err() {
+        return false;
+    }
+    if !l.tls {
+        return true;
+    }
+    handshake(tcp).await.is_ok()
+}
+
+async fn handshake(tcp: TcpStream) -> Result<(), Box<dyn std::error::Error>> {
+    use pingora::tls::ssl::{SslConnector, SslMethod, SslVerifyMode};
+    use pingora::tls::tokio_ssl::SslStream;
+    let mut b = SslConnector::builder(SslMethod::tls())?;
+    // Only that the handshake completes: the probe trusts nothing and sends no name.
+    b.set_verify(SslVerifyMode::NONE);
+    let ssl = b
+        .build()
+        .configure()?
+        .use_server_name_indication(false)
+        .verify_hostname(false)
+        .into_ssl("readyz")?;
+    let mut stream = SslStream::new(ssl, tcp)?;
+    std::pin::Pin::new(&mut stream).connect().await?;
+    let _ = stream.shutdown().await;
+    Ok(())
 }
 
 /// A wildcard listen address is checked through loopback.

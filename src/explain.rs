@@ -8,8 +8,10 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::{Config, Target};
 use crate::edge;
+use crate::forwarded;
 use crate::metrics::Metrics;
-use crate::propagation::{self, tracing_headers};
+use crate::propagation::{self, tracing_headers, ExtractBehavior};
+use crate::request_id;
 use crate::runtime::RouteRuntime;
 
 /// Parse `-H 'name: value'` arguments.
@@ -28,12 +30,13 @@ pub fn parse_headers(args: &[String]) -> Result<HeaderMap, String> {
     Ok(map)
 }
 
-/// The explanation of a request with `headers` from `client` on the route named `route`.
+/// The explanation of a request with `headers` from `peer` on the route named `route`. The
+/// client is found from `peer` through `[server] trusted_proxies`, as the proxy does.
 pub fn explain(
     config: &Config,
     route: &str,
     headers: &HeaderMap,
-    client: Option<IpAddr>,
+    peer: Option<IpAddr>,
 ) -> Result<String, String> {
     let r = config
         .routes
@@ -94,22 +97,84 @@ pub fn explain(
         );
     }
 
+    let client = peer.map(|p| forwarded::resolve(p, headers, &config.server.trusted_proxies));
+    match &client {
+        None => {
+            let _ = writeln!(o, "client: unknown (give --client ADDRESS)");
+        }
+        Some(c) if c.ip == c.peer => {
+            let trusted = if c.peer_trusted {
+                "a trusted proxy"
+            } else {
+                "not a trusted proxy"
+            };
+            let _ = writeln!(o, "client: {} (the peer, {trusted})", c.ip);
+        }
+        Some(c) => {
+            let _ = writeln!(
+                o,
+                "client: {} (X-Forwarded-For from the trusted proxy {}, {} hop(s) kept)",
+                c.ip, c.peer, c.hops
+            );
+        }
+    }
+    let mut sent = headers.clone();
+    if let Some(c) = &client {
+        let host = headers.get(http::header::HOST).cloned();
+        let hop = forwarded::Hop {
+            client: c,
+            scheme: "http",
+            host,
+        };
+        forwarded::apply(
+            forwarded::edits(&r.forwarded_headers, &hop, headers),
+            &mut sent,
+        );
+    }
+    if r.request_id {
+        let (id, outcome) = request_id::decide(headers);
+        let _ = writeln!(
+            o,
+            "request id: {} ({})",
+            String::from_utf8_lossy(id.as_bytes()),
+            request_id::Outcome::LABELS[outcome.index()]
+        );
+        sent.insert(request_id::X_REQUEST_ID, id);
+    }
+    let client = client.map(|c| c.ip);
+
     if profile.is_passthrough() {
         let _ = writeln!(
             o,
             "\nthis profile extracts and injects nothing: trace headers pass through unchanged"
         );
+        write_sent(&mut o, &sent);
         return Ok(o);
     }
     let plan = edge::plan(profile, headers, client, origin_allowed);
-    let _ = writeln!(o, "\nextracted (in the profile's extract order):");
-    // The same extraction again, with its context intact, for the merge notes.
-    let ext = propagation::extract(headers, &profile.extract);
-    for line in propagation::explain(&ext) {
-        let _ = writeln!(o, "  {line}");
-    }
-    if ext.winner.is_none() {
-        let _ = writeln!(o, "  no valid context: a new trace starts at the edge");
+    let _ = writeln!(
+        o,
+        "\nextract_behavior: {} (applied: {}), extract_first: {}, tracestate_invalid: {}",
+        profile.extract_behavior.name(),
+        plan.behavior.name(),
+        profile.extract_first,
+        profile.tracestate_invalid.name()
+    );
+    if plan.behavior == ExtractBehavior::Ignore {
+        let _ = writeln!(
+            o,
+            "  incoming trace headers and baggage are not read: a new trace starts at the edge"
+        );
+    } else {
+        let _ = writeln!(o, "extracted (in the profile's extract order):");
+        // The same extraction again, with its context intact, for the merge notes.
+        let ext = propagation::extract_with(headers, &profile.extract, &profile.extract_options());
+        for line in propagation::explain(&ext) {
+            let _ = writeln!(o, "  {line}");
+        }
+        if ext.winner.is_none() {
+            let _ = writeln!(o, "  no valid context: a new trace starts at the edge");
+        }
     }
     let d = &plan.decision;
     let _ = writeln!(
@@ -134,18 +199,15 @@ pub fn explain(
         plan.span_id,
         plan.parent_id
     );
-    let _ = writeln!(o, "\nheaders sent upstream (trace headers replaced):");
     // The very edit the proxy makes.
-    let mut sent = headers.clone();
     edge::rewrite(&plan, &profile.inject, &mut sent);
-    let kept = sent.iter().map(|(k, v)| {
-        (
-            k.to_string(),
-            String::from_utf8_lossy(v.as_bytes()).into_owned(),
-        )
-    });
-    for (k, v) in kept {
-        let _ = writeln!(o, "  {k}: {v}");
-    }
+    write_sent(&mut o, &sent);
     Ok(o)
+}
+
+fn write_sent(o: &mut String, sent: &HeaderMap) {
+    let _ = writeln!(o, "\nheaders sent upstream:");
+    for (k, v) in sent {
+        let _ = writeln!(o, "  {k}: {}", String::from_utf8_lossy(v.as_bytes()));
+    }
 }

@@ -46,7 +46,8 @@ enum Command {
         /// A request header, `name: value` (repeatable).
         #[arg(short = 'H', long = "header")]
         headers: Vec<String>,
-        /// The client address (for `trust` rules).
+        /// The address the request comes from: the client, or a trusted proxy whose
+        /// X-Forwarded-For names the client (for `trust` rules and the forwarding headers).
         #[arg(long)]
         client: Option<std::net::IpAddr>,
     },
@@ -114,8 +115,8 @@ fn run(loaded: stitch::config::Loaded, opts: stitch::server::RunOptions) -> Exit
             return ExitCode::from(1);
         }
     };
-    for a in &built.proxy_addrs {
-        eprintln!("stitch: proxy listening on http://{a}");
+    for (a, scheme) in built.proxy_addrs.iter().zip(&built.proxy_schemes) {
+        eprintln!("stitch: proxy listening on {scheme}://{a}");
     }
     if let Some(a) = built.admin_addr {
         eprintln!("stitch: admin listening on http://{a}");

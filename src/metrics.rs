@@ -3,7 +3,7 @@
 
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, Opts, Registry, TextEncoder,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::span::ExportMetrics;
@@ -25,8 +25,35 @@ pub struct Metrics {
     pub cors_refused_header: IntCounterVec,
     pub sampling_decisions: IntCounterVec,
     pub sampling_overridden: IntCounterVec,
+    /// `stitch_request_ids_total{outcome}`: `kept`, `generated`, `replaced`.
+    pub request_ids: IntCounterVec,
+    /// `stitch_proxy_protocol_total{result}` (see `proxy::accept::Outcome`).
+    pub proxy_protocol: IntCounterVec,
     pub export: ExportMetrics,
     pub config: ConfigMetrics,
+    /// `stitch_tls_certificate_expiry_timestamp_seconds{listener,name}`
+    pub tls_certificate_expiry: GaugeVec,
+    pub kubernetes: KubernetesMetrics,
+}
+
+/// The ingress controller's metrics (`stitch_kubernetes_*`).
+pub struct KubernetesMetrics {
+    /// `stitch_kubernetes_objects{kind}`: objects of each watched kind seen.
+    pub objects: IntGaugeVec,
+    /// `stitch_kubernetes_refused{kind,reason}`: objects stitch is responsible for and refused.
+    pub refused: IntGaugeVec,
+    /// `stitch_kubernetes_last_sync_timestamp_seconds`: the last list or watch event applied.
+    pub last_sync: Gauge,
+    /// `stitch_kubernetes_synced`: every kind has been listed (1 from then on).
+    pub synced: IntGauge,
+    /// `stitch_kubernetes_lists_total{kind}`: full lists (the first, and after a 410 Gone).
+    pub lists: IntCounterVec,
+    /// `stitch_kubernetes_watch_errors_total{kind}`
+    pub watch_errors: IntCounterVec,
+    /// `stitch_kubernetes_leader`: this replica holds the Lease and writes status.
+    pub leader: IntGauge,
+    /// `stitch_kubernetes_status_writes_total{kind}`: status patches and Events written.
+    pub status_writes: IntCounterVec,
 }
 
 /// The live configuration's metrics.
@@ -58,7 +85,7 @@ pub const UPSTREAM_ERROR_KINDS: [&str; 12] = [
 ];
 
 /// Reasons `stitch_sampling_overridden_total` counts.
-pub const OVERRIDE_REASONS: [&str; 3] = ["priority_capped", "untrusted_client", "untrusted_all"];
+pub const OVERRIDE_REASONS: [&str; 3] = ["priority_capped", "untrusted_client", "restart"];
 
 /// Handles for one route, resolved once.
 pub struct RouteMetrics {
@@ -89,6 +116,15 @@ fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntC
         .register(Box::new(c.clone()))
         .unwrap_or_else(|e| panic!("metric {name} registered twice: {e}"));
     c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name} is malformed: {e}"));
+    registry
+        .register(Box::new(g.clone()))
+        .unwrap_or_else(|e| panic!("metric {name} registered twice: {e}"));
+    g
 }
 
 impl Metrics {
@@ -174,9 +210,29 @@ impl Metrics {
                 "Incoming sampling decisions stitch did not honour as sent, by route and reason.",
                 &["route", "reason"],
             ),
+            request_ids: counter(
+                &registry,
+                "stitch_request_ids_total",
+                "X-Request-Id values, by outcome: kept (the client's), generated (none sent), replaced (invalid or oversized).",
+                &["outcome"],
+            ),
+            proxy_protocol: counter(
+                &registry,
+                "stitch_proxy_protocol_total",
+                "PROXY protocol headers on listeners that expect one, by result: proxied, local, untrusted (addresses ignored), invalid and timeout (connection closed).",
+                &["result"],
+            ),
             export: ExportMetrics::register(&registry)
                 .unwrap_or_else(|e| panic!("export metrics: {e}")),
             config: ConfigMetrics::register(&registry),
+            kubernetes: KubernetesMetrics::register(&registry),
+            tls_certificate_expiry: gauge(
+                &registry,
+                "stitch_tls_certificate_expiry_timestamp_seconds",
+                "When each served TLS certificate expires (notAfter, Unix seconds), by listener \
+                 and certificate name.",
+                &["listener", "name"],
+            ),
             registry,
         }
     }
@@ -272,8 +328,91 @@ impl ConfigMetrics {
     }
 }
 
+impl KubernetesMetrics {
+    fn register(registry: &Registry) -> KubernetesMetrics {
+        let gauges = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("gauge");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("register gauge");
+            g
+        };
+        let objects = gauges(
+            "stitch_kubernetes_objects",
+            "Objects of each watched kind, as last seen.",
+            &["kind"],
+        );
+        let refused = gauges(
+            "stitch_kubernetes_refused",
+            "Ingresses and HTTPRoutes of stitch's that it refused, by kind and reason.",
+            &["kind", "reason"],
+        );
+        let last_sync = Gauge::new(
+            "stitch_kubernetes_last_sync_timestamp_seconds",
+            "Unix time of the last list or watch event from the API server.",
+        )
+        .expect("gauge");
+        let synced = IntGauge::new(
+            "stitch_kubernetes_synced",
+            "Whether every watched kind has been listed (1 from then on).",
+        )
+        .expect("gauge");
+        let leader = IntGauge::new(
+            "stitch_kubernetes_leader",
+            "Whether this replica holds the leader-election Lease and writes status.",
+        )
+        .expect("gauge");
+        for g in [
+            Box::new(last_sync.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(synced.clone()),
+            Box::new(leader.clone()),
+        ] {
+            registry.register(g).expect("register kubernetes metrics");
+        }
+        KubernetesMetrics {
+            objects,
+            refused,
+            last_sync,
+            synced,
+            lists: counter(
+                registry,
+                "stitch_kubernetes_lists_total",
+                "Full lists of a kind: the first, and each after a watch expired (410 Gone).",
+                &["kind"],
+            ),
+            watch_errors: counter(
+                registry,
+                "stitch_kubernetes_watch_errors_total",
+                "Failed lists and watches, by kind (each is retried with backoff).",
+                &["kind"],
+            ),
+            leader,
+            status_writes: counter(
+                registry,
+                "stitch_kubernetes_status_writes_total",
+                "Status patches and Events written, by kind (ingress, httproute, event).",
+                &["kind"],
+            ),
+        }
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_removed_route_leaves_no_series() {
+        let m = Metrics::new();
+        let _handles = m.route("gone");
+        m.remove_route("gone");
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(!text.contains("route=\"gone\""), "{text}");
     }
 }

@@ -1,5 +1,6 @@
-//! Route matching: host (exact or `*.example.com`) and path prefix; the longest prefix wins,
-//! then declaration order. Pure code over plain values.
+//! Route matching: host (exact or `*.example.com`) and path (prefix or exact); the longest path
+//! wins, then an exact path, then the more specific host, then declaration order. Pure code over
+//! plain values.
 
 /// How a route matches the request's host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +60,12 @@ pub fn path_matches(prefix: &str, path: &str) -> bool {
     matches!(path.as_bytes().get(prefix.len()), Some(b'/') | Some(b'?'))
 }
 
+/// Is `path` (a query string may follow) exactly `want`?
+pub fn exact_path_matches(want: &str, path: &str) -> bool {
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    path == want
+}
+
 /// The host part of a `Host` header or authority, without port or trailing dot (case kept;
 /// matching ignores case). Borrowed: routing allocates nothing.
 pub fn host_part(raw: &str) -> &str {
@@ -76,29 +83,44 @@ pub fn host_part(raw: &str) -> &str {
 struct Entry {
     host: Option<HostMatch>,
     path: String,
+    /// The path must be equal (a query string may follow), not a prefix.
+    exact: bool,
 }
 
 /// Routes in match order; [`Router::find`] gives the index a route was declared at.
 #[derive(Debug, Clone, Default)]
 pub struct Router {
-    /// Declaration indexes, sorted by descending prefix length, then declaration order.
+    /// Declaration indexes, sorted by descending path length, exact paths before prefixes of
+    /// the same length, then an exact host before a `*.` pattern before any host, then
+    /// declaration order.
     order: Vec<usize>,
     entries: Vec<Entry>,
 }
 
 impl Router {
-    /// A router over `(host, path prefix)` pairs in declaration order.
-    pub fn new<'a>(routes: impl IntoIterator<Item = (Option<&'a HostMatch>, &'a str)>) -> Router {
+    /// A router over `(host, path, exact)` in declaration order.
+    pub fn new<'a>(
+        routes: impl IntoIterator<Item = (Option<&'a HostMatch>, &'a str, bool)>,
+    ) -> Router {
         let entries: Vec<Entry> = routes
             .into_iter()
-            .map(|(host, path)| Entry {
+            .map(|(host, path, exact)| Entry {
                 host: host.cloned(),
                 path: path.to_string(),
+                exact,
             })
             .collect();
         let mut order: Vec<usize> = (0..entries.len()).collect();
-        // Stable sort keeps declaration order among equal prefix lengths.
-        order.sort_by(|&a, &b| entries[b].path.len().cmp(&entries[a].path.len()));
+        // Stable sort keeps declaration order among equal keys.
+        order.sort_by_key(|&i| {
+            let e = &entries[i];
+            let host = match e.host {
+                Some(HostMatch::Exact(_)) => 0,
+                Some(HostMatch::Suffix(_)) => 1,
+                None => 2,
+            };
+            (std::cmp::Reverse(e.path.len()), !e.exact, host)
+        });
         Router { order, entries }
     }
 
@@ -106,7 +128,12 @@ impl Router {
     pub fn find(&self, host: &str, path: &str) -> Option<usize> {
         self.order.iter().copied().find(|&i| {
             let e = &self.entries[i];
-            e.host.as_ref().map(|h| h.matches(host)).unwrap_or(true) && path_matches(&e.path, path)
+            let path_ok = if e.exact {
+                exact_path_matches(&e.path, path)
+            } else {
+                path_matches(&e.path, path)
+            };
+            e.host.as_ref().map(|h| h.matches(host)).unwrap_or(true) && path_ok
         })
     }
 }
@@ -123,7 +150,13 @@ mod tests {
             .iter()
             .map(|r| r.1.map(|h| HostMatch::parse(h).unwrap()))
             .collect();
-        let r = Router::new(hosts.iter().zip(rows).map(|(h, row)| (h.as_ref(), row.2)));
+        let r = Router::new(hosts.iter().zip(rows).map(|(h, row)| {
+            (
+                h.as_ref(),
+                row.2.trim_end_matches('='),
+                row.2.ends_with('='),
+            )
+        }));
         let names: Vec<&'static str> = rows.iter().map(|r| r.0).collect();
         move |h, p| r.find(h, p).map(|i| names[i])
     }
@@ -196,11 +229,36 @@ mod tests {
         ]);
         assert_eq!(name("x", "/api/v2/a"), Some("api-v2"));
         assert_eq!(name("x", "/api/v1"), Some("api"));
-        // Same prefix length: declaration order, so the hostless "api" route comes first.
-        assert_eq!(name("a.example.com", "/api"), Some("api"));
+        // Same prefix length: the route with a host comes first for its hosts.
+        assert_eq!(name("a.example.com", "/api"), Some("hosted"));
+        assert_eq!(name("example.com", "/api"), Some("api"));
         assert_eq!(name("x", "/other"), Some("root"));
         let only_host = router(&[("h", Some("a.com"), "/")]);
         assert_eq!(only_host("b.com", "/"), None);
+        // A catch-all declared first does not shadow a host's routes of the same path; an exact
+        // host comes before a pattern; among equals, declaration order.
+        let hosts = router(&[
+            ("any", None, "/"),
+            ("wild", Some("*.a.com"), "/"),
+            ("exact", Some("x.a.com"), "/"),
+            ("exact-again", Some("x.a.com"), "/"),
+        ]);
+        assert_eq!(hosts("x.a.com", "/"), Some("exact"));
+        assert_eq!(hosts("y.a.com", "/"), Some("wild"));
+        assert_eq!(hosts("b.com", "/"), Some("any"));
+        // `=` marks an exact path: it wins over a prefix of the same length, matches with a
+        // query string, and never below it.
+        let exact = router(&[
+            ("prefix", None, "/a"),
+            ("exact", None, "/a="),
+            ("root", None, "/"),
+        ]);
+        assert_eq!(exact("x", "/a"), Some("exact"));
+        assert_eq!(exact("x", "/a?q=1"), Some("exact"));
+        assert_eq!(exact("x", "/a/b"), Some("prefix"));
+        let only_exact = router(&[("exact", None, "/a/="), ("root", None, "/")]);
+        assert_eq!(only_exact("x", "/a/"), Some("exact"));
+        assert_eq!(only_exact("x", "/a/b"), Some("root"));
         assert_eq!(only_host("a.com", "/x"), Some("h"));
     }
 }

@@ -14,13 +14,22 @@
 //! | no context, allowed `Origin` | edge sampler | `missing_decision`: `drop` → priority 0, `sample` → edge sampler |
 //! | no context, no allowed `Origin` | edge sampler | edge sampler |
 //!
-//! # Trust
+//! # Extract behaviour and trust
 //!
-//! A context from a client that is not trusted ([`trusts`] is false: `trust = "none"`, or the
-//! address is outside the CIDR list, or unknown) is ignored: the proxy restarts the trace and
-//! [`decide`] lets the **edge sampler** decide, reporting the override as `untrusted_all` or
-//! `untrusted_client`. It deliberately does not apply `missing_decision`: the client did send
-//! a context, it simply is not believed, so the neutral edge sampler is the fair judge.
+//! [`applied_behavior`] decides what happens to the incoming context of one request: the
+//! profile's `extract_behavior` (`continue`, `restart`, `ignore`), except that `continue`
+//! becomes `restart` for a client outside `trust` ([`trusts`] is false: the address is outside
+//! the CIDR list, or unknown). `trust = "none"`, the older spelling of
+//! `extract_behavior = "restart"`, is turned into it by the config.
+//!
+//! - A restarted context (configured, or an untrusted client) is not believed: the proxy starts
+//!   a new trace linked to it and [`decide`] lets the **edge sampler** decide, reporting the
+//!   override as `restart` or `untrusted_client`. It deliberately does not apply
+//!   `missing_decision`: the client did send a context, it simply is not believed, so the
+//!   neutral edge sampler is the fair judge.
+//! - An ignored context is never read, so nothing says whether the client sent one: the edge
+//!   sampler decides every request, again without `missing_decision` (which would read "no
+//!   headers" as "RUM chose not to trace"), and nothing is reported as overridden.
 //!
 //! A trusted incoming keep above `max_incoming_priority` (for example a claimed 2 with a cap of
 //! 1) is lowered to the cap and reported as `priority_capped`. Drops (0, -1) are never changed.
@@ -44,6 +53,8 @@
 
 use std::net::IpAddr;
 
+use crate::propagation::ExtractBehavior;
+
 /// `injection` profile key: what the browser-side RUM SDK does with unsampled requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InjectionMode {
@@ -63,14 +74,13 @@ pub enum MissingDecision {
     Sample,
 }
 
-/// `trust` profile key: whose incoming context is believed.
+/// `trust` profile key: whose incoming context is continued (`trust = "none"` is read as
+/// `extract_behavior = "restart"` by the config, so it is not a value here).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Trust {
     /// Every client.
     Any,
-    /// No client: every incoming context is ignored and the trace restarts at the edge.
-    None,
-    /// Only clients whose address is in one of these networks.
+    /// Only clients whose address is in one of these networks; others are restarted.
     Cidrs(Vec<ipnet::IpNet>),
 }
 
@@ -137,6 +147,8 @@ pub struct SamplingInput {
     pub client: Option<IpAddr>,
     /// Low 64 bits of the trace id the request will carry (the new id when the trace restarts).
     pub trace_id_low: u64,
+    /// The profile's `extract_behavior` (before [`applied_behavior`] looks at the client).
+    pub behavior: ExtractBehavior,
 }
 
 /// Where the decision came from (the `source` label of `stitch_sampling_decisions_total`).
@@ -166,7 +178,7 @@ pub struct SamplingDecision {
     /// `_dd.p.dm` value when stitch decided; `None` when the incoming decision was honoured.
     pub decision_maker: Option<&'static str>,
     /// Label for `stitch_sampling_overridden_total{reason}` when something was overridden:
-    /// `priority_capped`, `untrusted_client` or `untrusted_all`.
+    /// `priority_capped`, `untrusted_client` or `restart`.
     pub overridden: Option<&'static str>,
     /// The rule rate when the edge sampler decided as a rule (`sample_rate < 1`), for the edge
     /// span's `_dd.rule_psr`.
@@ -223,7 +235,6 @@ pub fn sampled_by_rate(trace_id_low: u64, rate: f64) -> bool {
 pub fn trusts(policy: &SamplingPolicy, client: Option<IpAddr>) -> bool {
     match &policy.trust {
         Trust::Any => true,
-        Trust::None => false,
         Trust::Cidrs(nets) => match client {
             Some(ip) => {
                 let ip = ip.to_canonical();
@@ -231,6 +242,20 @@ pub fn trusts(policy: &SamplingPolicy, client: Option<IpAddr>) -> bool {
             }
             None => false,
         },
+    }
+}
+
+/// What stitch does with a context sent by `client` under the profile's `extract_behavior`:
+/// `continue` becomes `restart` for a client the policy does not trust; `restart` and `ignore`
+/// apply to every client.
+pub fn applied_behavior(
+    configured: ExtractBehavior,
+    policy: &SamplingPolicy,
+    client: Option<IpAddr>,
+) -> ExtractBehavior {
+    match configured {
+        ExtractBehavior::Continue if !trusts(policy, client) => ExtractBehavior::Restart,
+        other => other,
     }
 }
 
@@ -268,16 +293,24 @@ fn edge_decision(
 
 /// The one sampling decision for a request (see the module doc for the table).
 pub fn decide(policy: &SamplingPolicy, input: &SamplingInput) -> SamplingDecision {
+    if input.behavior == ExtractBehavior::Ignore {
+        return edge_decision(
+            policy,
+            input,
+            None,
+            "extract_behavior = \"ignore\": incoming context not read; the edge sampler decided",
+        );
+    }
     if input.has_context {
-        if !trusts(policy, input.client) {
-            let (label, reason) = match policy.trust {
-                Trust::None => (
-                    "untrusted_all",
-                    "incoming context ignored (trust = \"none\"); trace restarted and the edge sampler decided",
+        if applied_behavior(input.behavior, policy, input.client) == ExtractBehavior::Restart {
+            let (label, reason) = match input.behavior {
+                ExtractBehavior::Restart => (
+                    "restart",
+                    "incoming context not continued (extract_behavior = \"restart\"); trace restarted and the edge sampler decided",
                 ),
                 _ => (
                     "untrusted_client",
-                    "incoming context ignored (client address not in the trusted networks); trace restarted and the edge sampler decided",
+                    "incoming context not continued (client address not in the trusted networks); trace restarted and the edge sampler decided",
                 ),
             };
             return edge_decision(policy, input, Some(label), reason);
@@ -353,6 +386,7 @@ mod tests {
             origin_allowed: origin,
             client: Some("203.0.113.7".parse().unwrap()),
             trace_id_low: id,
+            behavior: ExtractBehavior::Continue,
         }
     }
 
@@ -771,6 +805,7 @@ mod tests {
             (-1, -1, None),
         ];
         for &(incoming, want, over) in rows {
+            assert!(over.is_none_or(|o| crate::metrics::OVERRIDE_REASONS.contains(&o)));
             let d = decide(&p, &input(Some(incoming), true, false, ID_A));
             assert_eq!(
                 (d.priority, d.overridden),
@@ -797,17 +832,11 @@ mod tests {
             trust: Trust::Cidrs(nets),
             ..SamplingPolicy::default()
         };
-        let none = SamplingPolicy {
-            trust: Trust::None,
-            ..SamplingPolicy::default()
-        };
         let any = SamplingPolicy::default();
         let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
         let rows: &[(&SamplingPolicy, Option<IpAddr>, bool)] = &[
             (&any, ip("198.51.100.1"), true),
             (&any, None, true),
-            (&none, ip("10.1.2.3"), false),
-            (&none, None, false),
             (&cidr, ip("10.1.2.3"), true),
             (&cidr, ip("11.1.2.3"), false),
             (&cidr, ip("::ffff:10.9.9.9"), true),
@@ -820,24 +849,85 @@ mod tests {
         }
     }
 
+    /// `extract_behavior` against `trust`: only `continue` looks at the client.
+    #[test]
+    #[rustfmt::skip]
+    fn applied_behavior_table() {
+        use ExtractBehavior::{Continue, Ignore, Restart};
+        let cidr = SamplingPolicy { trust: Trust::Cidrs(vec!["10.0.0.0/8".parse().unwrap()]), ..SamplingPolicy::default() };
+        let any = SamplingPolicy::default();
+        let inside = Some("10.1.2.3".parse::<IpAddr>().unwrap());
+        let outside = Some("192.0.2.1".parse::<IpAddr>().unwrap());
+        let rows: &[(ExtractBehavior, &SamplingPolicy, Option<IpAddr>, ExtractBehavior, &str)] = &[
+            (Continue, &any,  outside, Continue, "trust = any continues every client"),
+            (Continue, &any,  None,    Continue, "trust = any continues an unknown address"),
+            (Continue, &cidr, inside,  Continue, "a trusted client is continued"),
+            (Continue, &cidr, outside, Restart,  "an untrusted client is restarted, not ignored"),
+            (Continue, &cidr, None,    Restart,  "an unknown address is not trusted by a CIDR list"),
+            (Restart,  &any,  outside, Restart,  "restart applies to every client"),
+            (Restart,  &cidr, inside,  Restart,  "restart applies to trusted clients too"),
+            (Ignore,   &any,  outside, Ignore,   "ignore applies to every client"),
+            (Ignore,   &cidr, outside, Ignore,   "ignore wins over an untrusted client (nothing is read)"),
+            (Ignore,   &cidr, inside,  Ignore,   "ignore applies to trusted clients too"),
+        ];
+        for &(configured, policy, client, want, why) in rows {
+            assert_eq!(applied_behavior(configured, policy, client), want, "{why}");
+        }
+    }
+
+    /// What each behaviour does to the decision: (behavior, trust CIDR, client inside, incoming
+    /// priority, has context, origin allowed) -> (priority, source, overridden).
+    /// `injection = "all"`, `missing_decision = "drop"`, rate 0.8: the edge sampler drops ID_B
+    /// with -1, the missing decision gives 0, so every row tells the three apart.
+    #[test]
+    #[rustfmt::skip]
+    fn behavior_decision_table() {
+        use ExtractBehavior::{Continue, Ignore, Restart};
+        type Row = (ExtractBehavior, bool, Option<i32>, bool, bool, i32, Source, Option<&'static str>, &'static str);
+        let rows: &[Row] = &[
+            (Continue, true,  Some(2), true,  true,  2,  Source::Incoming, None,                     "continue honours a trusted decision"),
+            (Continue, false, Some(2), true,  true,  -1, Source::Edge,     Some("untrusted_client"), "continue + untrusted client: restarted, edge decides"),
+            (Restart,  true,  Some(2), true,  true,  -1, Source::Edge,     Some("restart"),          "restart: the incoming keep is not honoured"),
+            (Restart,  true,  Some(0), true,  false, -1, Source::Edge,     Some("restart"),          "restart: an incoming drop is not honoured either"),
+            (Restart,  true,  None,    false, true,  0,  Source::Missing,  None,                     "restart without context: the no-context rows apply"),
+            (Ignore,   true,  None,    false, true,  -1, Source::Edge,     None,                     "ignore: edge sampler, never missing_decision"),
+            (Ignore,   false, None,    false, false, -1, Source::Edge,     None,                     "ignore: edge sampler for any client"),
+            (Ignore,   true,  Some(2), true,  true,  -1, Source::Edge,     None,                     "ignore: a priority handed in anyway is not read"),
+            (Continue, true,  None,    false, true,  0,  Source::Missing,  None,                     "continue without context: missing_decision"),
+        ];
+        let nets = vec!["10.0.0.0/8".parse().unwrap()];
+        for &(behavior, trusted, prio, ctx, origin, want, source, over, why) in rows {
+            let policy = SamplingPolicy { injection: InjectionMode::All, sample_rate: 0.8, trust: Trust::Cidrs(nets.clone()), ..SamplingPolicy::default() };
+            let client = Some(if trusted { "10.0.0.1" } else { "192.0.2.1" }.parse().unwrap());
+            let d = decide(&policy, &SamplingInput { incoming_priority: prio, has_context: ctx, origin_allowed: origin, client, trace_id_low: ID_B, behavior });
+            assert_eq!((d.priority, d.source, d.overridden), (want, source, over), "{why}");
+            assert!(!d.reason.is_empty(), "{why}");
+            // A label the metrics know, so a removed route leaves no series behind.
+            assert!(over.is_none_or(|o| crate::metrics::OVERRIDE_REASONS.contains(&o)), "{why}");
+        }
+    }
+
     #[test]
     fn untrusted_context_is_restarted_and_edge_sampled() {
-        let mut none = SamplingPolicy {
-            trust: Trust::None,
+        let mut restart = SamplingPolicy {
             injection: InjectionMode::All,
             sample_rate: 0.8,
             ..SamplingPolicy::default()
         };
+        let restarted = |prio, origin| SamplingInput {
+            behavior: ExtractBehavior::Restart,
+            ..input(prio, true, origin, ID_B)
+        };
         // claimed priority 2 from a browser origin: ignored, edge drops ID_B at 0.8,
         // missing_decision is not applied
-        let d = decide(&none, &input(Some(2), true, true, ID_B));
+        let d = decide(&restart, &restarted(Some(2), true));
         assert_eq!(d.priority, -1);
         assert_eq!(d.source, Source::Edge);
-        assert_eq!(d.overridden, Some("untrusted_all"));
+        assert_eq!(d.overridden, Some("restart"));
         assert_eq!(d.decision_maker, Some("-3"));
-        none.sample_rate = 0.85;
-        let d = decide(&none, &input(Some(-1), true, false, ID_B));
-        assert_eq!((d.priority, d.overridden), (2, Some("untrusted_all")));
+        restart.sample_rate = 0.85;
+        let d = decide(&restart, &restarted(Some(-1), false));
+        assert_eq!((d.priority, d.overridden), (2, Some("restart")));
 
         let cidr = SamplingPolicy {
             trust: Trust::Cidrs(vec!["192.0.2.0/24".parse().unwrap()]),

@@ -9,18 +9,22 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use pingora::apps::HttpServerOptions;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
 use tokio::signal::unix;
 
 use crate::admin::{self, AdminState};
-use crate::config::Loaded;
+use crate::config::{ListenerBehaviour, Loaded};
 use crate::inspect::Inspector;
+use crate::kubernetes::{ClusterState, Controller};
 use crate::metrics::Metrics;
-use crate::proxy::Stitch;
-use crate::runtime::reload::{self, Reloader};
+use crate::proxy::accept::{self, Acceptor};
+use crate::proxy::{handshake, Stitch};
+use crate::runtime::reload::{self, ClusterSource, Reloader, Sources};
 use crate::runtime::{compile, config_hash, Live, Task};
 
 /// How stitch was started.
@@ -39,6 +43,8 @@ pub struct Built {
     pub server: Server,
     pub signals: Signals,
     pub proxy_addrs: Vec<SocketAddr>,
+    /// `http` or `https` for each of `proxy_addrs`.
+    pub proxy_schemes: Vec<&'static str>,
     /// The admin address (None while an upgrade waits for the old process to release it).
     pub admin_addr: Option<SocketAddr>,
 }
@@ -56,6 +62,9 @@ pub struct Signals {
     pub live: Arc<Live>,
     pub inflight: Arc<AtomicUsize>,
     pub draining: Arc<AtomicBool>,
+    /// With `[kubernetes]`: asks the leader election to give the Lease up before the process
+    /// exits (so another replica writes status at once, not a lease duration later).
+    pub release_lease: Option<crate::kubernetes::leader::ReleaseHandle>,
 }
 
 #[async_trait]
@@ -69,16 +78,16 @@ impl ShutdownSignalWatch for Signals {
             log::error!("cannot install signal handlers; SIGTERM will not drain");
             return std::future::pending().await;
         };
-        let rt = self.live.snapshot();
-        let (grace, timeout) = (
-            rt.config.server.shutdown_grace,
-            rt.config.server.shutdown_timeout,
-        );
-        drop(rt);
+        // The shutdown settings are those of the configuration served when the signal comes.
+        let settings = |live: &Live| {
+            let s = &live.snapshot().config.server;
+            (s.shutdown_grace, s.shutdown_timeout)
+        };
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => return ShutdownSignal::FastShutdown,
             _ = quit.recv() => {
+                let (_, timeout) = settings(&self.live);
                 log::info!("SIGQUIT: handing the listeners to the new process");
                 self.draining.store(true, Ordering::Relaxed);
                 let (live, inflight) = (self.live.clone(), self.inflight.clone());
@@ -93,6 +102,7 @@ impl ShutdownSignalWatch for Signals {
                 return ShutdownSignal::GracefulUpgrade;
             }
         }
+        let (grace, timeout) = settings(&self.live);
         log::info!(
             "SIGTERM: serving {:?} more, then draining {} in-flight request(s) for up to {:?}",
             grace,
@@ -117,6 +127,9 @@ impl ShutdownSignalWatch for Signals {
             .saturating_duration_since(tokio::time::Instant::now())
             .max(Duration::from_secs(1));
         self.live.snapshot().export.flush(left).await;
+        if let Some(release) = &self.release_lease {
+            release.release(Duration::from_secs(2)).await;
+        }
         // Nothing is in flight any more: Pingora need not wait for anything.
         ShutdownSignal::FastShutdown
     }
@@ -139,9 +152,11 @@ async fn wait_idle(inflight: &AtomicUsize, timeout: Duration) {
 /// are the ones it serves on. Pingora binds by address string, so the port is found by binding
 /// it once here and handed over; a race with another process in between is possible but
 /// reported clearly by Pingora's bind error.
-fn resolve_listen(addrs: &[String], upgrade: bool) -> anyhow::Result<Vec<SocketAddr>> {
+fn resolve_listen<'a>(
+    addrs: impl Iterator<Item = &'a str>,
+    upgrade: bool,
+) -> anyhow::Result<Vec<SocketAddr>> {
     addrs
-        .iter()
         .map(|a| {
             let sa: SocketAddr = a.parse()?;
             if sa.port() != 0 {
@@ -182,6 +197,21 @@ impl BackgroundService for ReloadService {
     }
 }
 
+/// Runs the Kubernetes controller on Pingora's background runtime.
+struct ControllerService {
+    job: Mutex<Option<Controller>>,
+}
+
+#[async_trait]
+impl BackgroundService for ControllerService {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        let job = self.job.lock().ok().and_then(|mut j| j.take());
+        if let Some(controller) = job {
+            controller.run(shutdown).await;
+        }
+    }
+}
+
 struct AdminService {
     listener: Mutex<Option<TcpListener>>,
     /// Bound later: an upgrade waits for the old process to release the address.
@@ -215,9 +245,11 @@ impl BackgroundService for AdminService {
 
 /// Build the server; nothing is served until `server.run()`.
 pub fn build(loaded: Loaded, opts: &RunOptions) -> anyhow::Result<Built> {
-    let Loaded { config, text } = loaded;
+    let hash = config_hash(&loaded);
+    let config = loaded.config;
     let metrics = Arc::new(Metrics::new());
-    let proxy_addrs = resolve_listen(&config.server.listen, opts.upgrade)?;
+    let listeners = config.server.listeners.clone();
+    let proxy_addrs = resolve_listen(listeners.iter().map(|l| l.address.as_str()), opts.upgrade)?;
 
     let (admin_listener, retry_addr) = match TcpListener::bind(config.admin_listen.as_str()) {
         Ok(l) => (Some(l), None),
@@ -264,8 +296,14 @@ pub fn build(loaded: Loaded, opts: &RunOptions) -> anyhow::Result<Built> {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let hash = config_hash(&text, &config);
-    let (rt, tasks) = compile(config, hash, 1, &metrics, None).map_err(|e| anyhow::anyhow!(e))?;
+    let cluster = config
+        .kubernetes
+        .as_ref()
+        .map(|_| Arc::new(ClusterState::new(metrics.clone())));
+    let feed = cluster.as_ref().map(|c| c.feed());
+    let kubernetes = config.kubernetes.clone();
+    let (rt, tasks) =
+        compile(config, hash, 1, &metrics, None, feed.as_ref()).map_err(|e| anyhow::anyhow!(e))?;
     reload::record_initial(&metrics, &rt);
     let read_buffer = rt.config.server.read_buffer_bytes;
     let live = Arc::new(Live::new(rt));
@@ -275,25 +313,91 @@ pub fn build(loaded: Loaded, opts: &RunOptions) -> anyhow::Result<Built> {
         live.snapshot().config.inspect.dd_site.clone(),
     ));
     let app = Stitch::new(live.clone(), metrics.clone(), inspector.clone());
+    let (release_lease, release_requests) = match &kubernetes {
+        Some(_) => {
+            let (handle, requests) = crate::kubernetes::leader::ReleaseHandle::new();
+            (Some(handle), Some(requests))
+        }
+        None => (None, None),
+    };
     let signals = Signals {
         live: live.clone(),
         inflight: app.inflight.clone(),
         draining: app.draining.clone(),
+        release_lease,
     };
-    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, app);
-    for a in &proxy_addrs {
+    // Listeners that behave alike share one proxy service (one pool of worker threads);
+    // h2c is a per-service option in Pingora, the redirect and HSTS are the app's, and the
+    // PROXY protocol is read by a wrapper around the app (and a pre-TLS callback).
+    let mut groups: Vec<(ListenerBehaviour, Vec<ListenerConfig>)> = Vec::new();
+    for (l, addr) in listeners.iter().zip(&proxy_addrs) {
         let buffers = L4BufferSettings::default().read(read_buffer);
-        proxy.add_listener(ListenerConfig::tcp(a.to_string()).l4_buffer(buffers));
+        let mut endpoint = ListenerConfig::tcp(addr.to_string()).l4_buffer(buffers);
+        if l.tls.is_some() {
+            endpoint = endpoint.tls(handshake::settings(&live, &l.address, l.serve.h2)?);
+        }
+        match groups.iter_mut().find(|(b, _)| *b == l.serve) {
+            Some((_, endpoints)) => endpoints.push(endpoint),
+            None => groups.push((l.serve.clone(), vec![endpoint])),
+        }
     }
-    server.add_service(proxy);
+    // One reader of PROXY protocol headers for every listener that expects them (made only
+    // if one does: its metric's series appear with it).
+    let mut acceptor: Option<Arc<Acceptor>> = None;
+    for (i, (serve, endpoints)) in groups.into_iter().enumerate() {
+        let name = format!("stitch proxy {i}");
+        // The HTTP app with its options set before it is wrapped: the h2c preface is peeked
+        // by the app itself, after the PROXY header has been read and taken off the stream.
+        let mut http = pingora::proxy::http_proxy(&server.configuration, app.serving(&serve));
+        let mut options = HttpServerOptions::default();
+        options.h2c = serve.h2c;
+        http.server_options = Some(options);
+        if serve.proxy_protocol {
+            let acceptor = acceptor
+                .get_or_insert_with(|| Arc::new(Acceptor::new(live.clone(), &metrics)))
+                .clone();
+            let mut proxy = accept::service(&name, http, acceptor);
+            for e in endpoints {
+                proxy.add_listener(e);
+            }
+            server.add_service(proxy);
+        } else {
+            let mut proxy = Service::new(name, http);
+            for e in endpoints {
+                proxy.add_listener(e);
+            }
+            server.add_service(proxy);
+        }
+    }
 
-    let reloader = Reloader {
-        path: opts.config_path.clone(),
+    let sources = Arc::new(Sources::new(
+        opts.config_path.clone(),
         live,
-        metrics: metrics.clone(),
-        inspector: inspector.clone(),
+        metrics.clone(),
+        cluster.clone().map(|c| c as Arc<dyn ClusterSource>),
+        inspector.clone(),
+    ));
+    let reloader_installed = Arc::new(AtomicBool::new(false));
+    let reloader = Reloader {
+        sources: sources.clone(),
         watch: opts.watch,
+        installed: reloader_installed.clone(),
     };
+    if let (Some(settings), Some(state)) = (kubernetes, cluster.clone()) {
+        let controller = Controller {
+            settings,
+            sources,
+            state,
+            metrics: metrics.clone(),
+            release_requests,
+        };
+        server.add_service(background_service(
+            "kubernetes",
+            ControllerService {
+                job: Mutex::new(Some(controller)),
+            },
+        ));
+    }
     server.add_service(background_service(
         "runtime",
         ReloadService {
@@ -306,7 +410,17 @@ pub fn build(loaded: Loaded, opts: &RunOptions) -> anyhow::Result<Built> {
         retry_addr,
         state: Arc::new(AdminState {
             metrics,
-            proxy_listen: proxy_addrs.clone(),
+            proxy_listen: proxy_addrs
+                .iter()
+                .zip(&listeners)
+                .map(|(a, l)| admin::Probed {
+                    addr: *a,
+                    tls: l.tls.is_some(),
+                    proxy_protocol: l.serve.proxy_protocol,
+                })
+                .collect(),
+            reloader_ready: reloader_installed,
+            cluster_ready: cluster.map(|c| c.ready_flag()),
             inspector,
         }),
     };
@@ -315,6 +429,10 @@ pub fn build(loaded: Loaded, opts: &RunOptions) -> anyhow::Result<Built> {
     Ok(Built {
         server,
         signals,
+        proxy_schemes: listeners
+            .iter()
+            .map(|l| if l.tls.is_some() { "https" } else { "http" })
+            .collect(),
         proxy_addrs,
         admin_addr,
     })

@@ -116,8 +116,16 @@ fn shipped_configs_pass() {
     let dir = common::manifest_dir().join("conf");
     let mut files = vec![dir.join("stitch.toml")];
     for e in std::fs::read_dir(dir.join("examples")).unwrap() {
-        files.push(e.unwrap().path());
+        let path = e.unwrap().path();
+        if path.extension().is_some_and(|x| x == "toml") {
+            files.push(path);
+        }
     }
+    // The examples' relative certificate paths are taken from the repository root.
+    assert!(
+        files.iter().any(|f| f.ends_with("edge-tls.toml")),
+        "{files:?}"
+    );
     for f in files {
         let out = Command::new(common::stitch_bin())
             .args(["check", "--config"])
@@ -131,4 +139,94 @@ fn shipped_configs_pass() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+#[test]
+fn upstream_protocol_must_fit_its_transport() {
+    assert_reports(
+        &format!(
+            "[upstream.a]\nservers = [\"127.0.0.1:1\"]\nprotocol = \"h2\"\n\n\
+             [upstream.b]\nservers = [\"127.0.0.1:1\"]\ntls = true\nprotocol = \"h2c\"\n\n\
+             [upstream.c]\nservers = [\"127.0.0.1:1\"]\nprotocol = \"h3\"\nmax_h2_streams = 0\n\n{ROUTE}"
+        ),
+        &[
+            "FILE:3: upstream.a.protocol: \"h2\" is HTTP/2 over TLS (tls = true); cleartext HTTP/2 is \"h2c\"",
+            "FILE:8: upstream.b.protocol: \"h2c\" is cleartext HTTP/2; over TLS it is \"h2\"",
+            "FILE:12: upstream.c.protocol: must be \"http1\", \"h2\" or \"h2c\", got \"h3\"",
+            "FILE:13: upstream.c.max_h2_streams: must be between 1 and 10000, got 0",
+        ],
+    );
+}
+
+#[test]
+fn a_bad_environment_override_is_reported_by_variable_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stitch.toml");
+    std::fs::write(
+        &path,
+        format!("[export.datadog]\nagent_url = \"http://127.0.0.1:8126\"\n\n{ROUTE}"),
+    )
+    .unwrap();
+    let check = |var: &str, value: &str| {
+        let out = Command::new(common::stitch_bin())
+            .args(["check", "--config"])
+            .arg(&path)
+            .env(var, value)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).replace(&*path.to_string_lossy(), "FILE"),
+        )
+    };
+    let (ok, out) = check("DD_TRACE_AGENT_URL", "ftp://agent:8126");
+    assert!(!ok, "a bad DD_TRACE_AGENT_URL passed");
+    assert!(
+        out.contains("FILE: env DD_TRACE_AGENT_URL: export.datadog.agent_url: `ftp://agent:8126`"),
+        "{out}"
+    );
+    let (ok, out) = check("DD_TRACE_AGENT_PORT", "notaport");
+    assert!(
+        !ok && out.contains("env DD_TRACE_AGENT_PORT: export.datadog.agent_url"),
+        "{out}"
+    );
+    let (ok, out) = check("DD_AGENT_HOST", "agent.internal");
+    assert!(ok, "a good override passes: {out}");
+}
+
+#[test]
+fn propagation_extraction_keys() {
+    assert_reports(
+        &format!(
+            "[propagation.p]\nextract_behavior = \"drop\"\ntracestate_invalid = \"strict\"\n\n[propagation.q]\ntrust = \"none\"\nextract_behavior = \"continue\"\n\n{ROUTE}"
+        ),
+        &[
+            "FILE:2: propagation.p.extract_behavior: must be \"continue\", \"restart\" or \"ignore\", got \"drop\"",
+            "FILE:3: propagation.p.tracestate_invalid: must be \"drop_member\" or \"discard_header\", got \"strict\"",
+            "FILE:6: propagation.q.trust: \"none\" means extract_behavior = \"restart\", which contradicts extract_behavior = \"continue\"",
+        ],
+    );
+}
+
+/// A PROXY protocol listener needs someone to believe: with no `trusted_proxies` every header
+/// would be read and ignored, so `stitch check` refuses it with the option's line.
+#[test]
+fn proxy_protocol_needs_trusted_proxies_and_a_sane_timeout() {
+    let listener = "[[server.listener]]\naddress = \"127.0.0.1:0\"\nproxy_protocol = true\n\n";
+    assert_reports(
+        &format!("[server]\nproxy_protocol_timeout_ms = 0\n\n{listener}{ROUTE}"),
+        &[
+            "FILE:2: server.proxy_protocol_timeout_ms: must be between 1 and 60000, got 0",
+            "FILE:6: server.listener[0].proxy_protocol: needs [server] trusted_proxies",
+        ],
+    );
+    let (ok, out) = stitch_check(&format!(
+        "[server]\ntrusted_proxies = [\"10.0.0.0/8\"]\n\n{listener}{ROUTE}"
+    ));
+    assert!(ok, "{out}");
+    // Off (the default) needs nothing.
+    let (ok, out) = stitch_check(&format!(
+        "[[server.listener]]\naddress = \"127.0.0.1:0\"\nproxy_protocol = false\n\n{ROUTE}"
+    ));
+    assert!(ok, "{out}");
 }

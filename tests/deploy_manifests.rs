@@ -502,26 +502,29 @@ fn chart_with_controller_values() {
         }
         assert!(rule.get("resourceNames").is_none() && rule.get("nonResourceURLs").is_none());
     }
+    // What src/kubernetes uses: watchers (list, watch), status merge patches, Events.
     let mut expected = BTreeSet::new();
     for (group, resources) in [
         ("networking.k8s.io", &["ingresses", "ingressclasses"][..]),
         ("", &["services", "secrets"][..]),
         ("discovery.k8s.io", &["endpointslices"][..]),
-        ("gateway.networking.k8s.io", &["gateways", "httproutes"][..]),
+        (
+            "gateway.networking.k8s.io",
+            &["gatewayclasses", "gateways", "httproutes"][..],
+        ),
     ] {
         for res in resources {
-            for v in ["get", "list", "watch"] {
+            for v in ["list", "watch"] {
                 expected.insert(format!("{group}/{res} {v}"));
             }
         }
     }
-    for (group, res) in [
-        ("networking.k8s.io", "ingresses/status"),
-        ("gateway.networking.k8s.io", "httproutes/status"),
+    for (group, res, verb) in [
+        ("networking.k8s.io", "ingresses/status", "patch"),
+        ("gateway.networking.k8s.io", "httproutes/status", "patch"),
+        ("events.k8s.io", "events", "create"),
     ] {
-        for v in ["patch", "update"] {
-            expected.insert(format!("{group}/{res} {v}"));
-        }
+        expected.insert(format!("{group}/{res} {verb}"));
     }
     assert_eq!(granted, expected, "the ClusterRole's grants");
     let binding = one(&r.docs, "ClusterRoleBinding");
@@ -546,6 +549,35 @@ fn chart_with_controller_values() {
         lease_role["metadata"]["name"]
     );
     assert_eq!(lease_binding["subjects"], binding["subjects"]);
+
+    // The pod's name and namespace: the controller's identity and the Lease's namespace.
+    let env = spec["containers"][0]["env"].as_array().unwrap();
+    for (name, path) in [
+        ("POD_NAME", "metadata.name"),
+        ("POD_NAMESPACE", "metadata.namespace"),
+    ] {
+        let var = env.iter().find(|e| e["name"] == name).unwrap();
+        assert_eq!(var["valueFrom"]["fieldRef"]["fieldPath"], path, "{name}");
+    }
+    // The chart adds [kubernetes] to the config (check_workload ran `stitch check` on it).
+    let cm = one(&r.docs, "ConfigMap");
+    let config: toml::Value = toml::from_str(s(&cm["data"]["stitch.toml"])).unwrap();
+    let k = &config["kubernetes"];
+    let fullname = s(&deploy["metadata"]["name"]);
+    assert_eq!(k["ingress_class"].as_str(), Some("stitch"));
+    assert_eq!(
+        k["controller_name"].as_str(),
+        Some("stitch.dev/gateway-controller")
+    );
+    assert_eq!(
+        k["publish_service"].as_str(),
+        Some(format!("{release_ns}/{fullname}").as_str())
+    );
+    assert_eq!(k["lease_namespace"].as_str(), Some(release_ns));
+    assert_eq!(
+        k["lease_name"].as_str(),
+        Some(format!("{fullname}-controller").as_str())
+    );
 
     let class = one(&r.docs, "IngressClass");
     assert_eq!(class["metadata"]["name"], "stitch");

@@ -207,6 +207,9 @@ fn json_shows_what_arrived_and_what_was_sent_and_nothing_else() {
     );
     assert_eq!(t["datadog_url"], Value::Null, "no DD_SITE, no link");
     assert_eq!(post["client_address"], "127.0.0.1");
+    let request_id = up.last().header("x-request-id").map(str::to_string);
+    assert!(request_id.is_some(), "stitch sends a request id upstream");
+    assert_eq!(post["request_id"].as_str(), request_id.as_deref());
 
     assert_eq!(preflight["preflight"], true);
     assert_eq!(preflight["cors"]["refused_headers"], json!(["x-unlisted"]));
@@ -435,4 +438,33 @@ fn a_pass_through_route_shows_the_trace_headers_it_forwarded_untouched() {
         "no trace plan on a pass-through route"
     );
     assert_eq!(up.last().header("traceparent"), Some(tp));
+}
+
+#[test]
+fn the_client_address_is_the_one_found_through_the_trusted_proxies() {
+    let up = Upstream::start();
+    let cfg = config(&up, 200, "").replace(
+        "threads = 1\n",
+        "threads = 1\ntrusted_proxies = [\"127.0.0.1\"]\n",
+    );
+    let s = Stitch::start(&cfg);
+    let r = get(
+        &s.url("/api/x"),
+        &[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-request-id", "ticket-4711"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    let rec = &requests(&inspected(&s, ""))[0];
+    assert_eq!(rec["client_address"], "203.0.113.9", "{rec:#}");
+    assert_eq!(rec["request_id"], "ticket-4711", "{rec:#}");
+    let page = get(&format!("http://{}/requests", s.admin), &[]).unwrap();
+    assert!(page.body.contains("client 203.0.113.9"), "{}", page.body);
+    assert!(
+        page.body.contains("request id ticket-4711"),
+        "{}",
+        page.body
+    );
 }

@@ -39,16 +39,16 @@ const ORIGIN_B: &str = "https://b.example";
 /// B: `server_b`), allows `ORIGIN_A` or `ORIGIN_B`, and injects Datadog (A) or tracecontext (B)
 /// headers; each has one echo route of its own (`/only-a`, `/only-b`).
 fn config(head: &str, which: Which, server_a: SocketAddr, server_b: SocketAddr) -> String {
-    let (server, origin, inject, own) = match which {
-        Which::A => (server_a, ORIGIN_A, "datadog", "/only-a"),
-        Which::B => (server_b, ORIGIN_B, "tracecontext", "/only-b"),
+    let (server, origin, inject, own, name) = match which {
+        Which::A => (server_a, ORIGIN_A, "datadog", "/only-a", "own-a"),
+        Which::B => (server_b, ORIGIN_B, "tracecontext", "/only-b", "own-b"),
     };
     format!(
         "{head}[upstream.backend]\nservers = [\"{server}\"]\n\n\
          [cors.web]\nallowed_origins = [\"{origin}\"]\n\n\
          [propagation.p]\nextract = [\"datadog\", \"tracecontext\"]\ninject = [\"{inject}\"]\n\n\
          [[route]]\nname = \"api\"\npath = \"/api\"\nupstream = \"backend\"\ncors = \"web\"\npropagation = \"p\"\n\n\
-         [[route]]\nname = \"own\"\npath = \"{own}\"\nupstream = \"builtin:echo\"\n"
+         [[route]]\nname = \"{name}\"\npath = \"{own}\"\nupstream = \"builtin:echo\"\n"
     )
 }
 
@@ -179,6 +179,29 @@ impl Load {
         self.seen_a.load(Ordering::Relaxed) + self.seen_b.load(Ordering::Relaxed)
     }
 
+    /// Wait until `more` answers have come since the call; `stitch` is shown if none come.
+    fn wait_answers(&self, more: usize, what: &str, stitch: &Stitch) {
+        let from = self.answered();
+        wait_for(
+            what,
+            Duration::from_secs(10),
+            || (self.answered() >= from + more).then_some(()),
+            || stitch.stderr(),
+        );
+    }
+
+    /// Stop the clients and check that no request failed: the answers per configuration.
+    fn finish_without_failures(self) -> (usize, usize) {
+        let (a, b, failures) = self.finish();
+        assert!(
+            failures.is_empty(),
+            "{} requests failed or were answered by neither configuration, e.g. {:?}",
+            failures.len(),
+            &failures[..failures.len().min(5)]
+        );
+        (a, b)
+    }
+
     fn finish(self) -> (usize, usize, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
         for w in self.workers {
@@ -204,12 +227,7 @@ fn fifty_reloads_under_load_fail_nothing_and_never_mix_configurations() {
     let s = Stitch::launch(&path, &["--no-watch"], &[]);
 
     let load = Load::start(s.proxy, 8, true);
-    wait_for(
-        "the first answers",
-        Duration::from_secs(10),
-        || (load.answered() > 50).then_some(()),
-        || s.stderr(),
-    );
+    load.wait_answers(50, "the first answers", &s);
     let mut which = Which::A;
     for i in 1..=50 {
         which = if which == Which::A {
@@ -218,13 +236,7 @@ fn fifty_reloads_under_load_fail_nothing_and_never_mix_configurations() {
             Which::A
         };
         // Traffic under the configuration now served before the next reload.
-        let seen = load.answered();
-        wait_for(
-            &format!("answers before reload {i}"),
-            Duration::from_secs(10),
-            || (load.answered() >= seen + 10).then_some(()),
-            || s.stderr(),
-        );
+        load.wait_answers(10, &format!("answers before reload {i}"), &s);
         write_in_place(&path, &text(which));
         s.signal("HUP");
         wait_for(
@@ -251,20 +263,8 @@ fn fifty_reloads_under_load_fail_nothing_and_never_mix_configurations() {
     }
     // The last configuration is A (50 is even): server b has had its last request.
     let before_b = up_b.requests().len();
-    let answered = load.answered();
-    wait_for(
-        "answers after the last reload",
-        Duration::from_secs(10),
-        || (load.answered() > answered + 200).then_some(()),
-        || s.stderr(),
-    );
-    let (a, b, failures) = load.finish();
-    assert!(
-        failures.is_empty(),
-        "{} failed or mixed answers, e.g. {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
-    );
+    load.wait_answers(200, "answers after the last reload", &s);
+    let (a, b) = load.finish_without_failures();
     assert!(
         a > 100 && b > 100,
         "both configurations served: A {a}, B {b}"
@@ -369,6 +369,11 @@ fn configmap_swap_editor_rename_in_place_write_and_sighup_each_apply() {
     cm.update(&text(Which::B));
     wait_status(&s, "/only-b", 200, "the ConfigMap swap to apply");
     assert_eq!(get(&s.url("/only-a"), &[]).unwrap().status, 404);
+    let m = s.metrics();
+    assert!(
+        m.contains("route=\"own-b\"") && !m.contains("route=\"own-a\""),
+        "the removed route's label sets are gone:\n{m}"
+    );
     assert_ne!(
         hash(&s),
         first_hash,
@@ -469,11 +474,16 @@ fn a_change_that_needs_a_restart_applies_the_rest_and_names_the_keys() {
     write_in_place(&path, &changed);
     s.signal("HUP");
     wait_status(&s, "/only-b", 200, "the reload to apply");
-    assert!(
-        s.stderr()
-            .contains("take effect only after a restart: server.threads"),
-        "{}",
-        s.stderr()
+    // The warning is logged just after the swap: it may reach stderr after the answer.
+    wait_for(
+        "the warning naming server.threads",
+        Duration::from_secs(5),
+        || {
+            s.stderr()
+                .contains("take effect only after a restart: server.threads")
+                .then_some(())
+        },
+        || s.stderr(),
     );
 }
 
@@ -495,12 +505,7 @@ fn binary_upgrade_under_load_fails_no_request() {
     let mut old = Stitch::launch(&path, &["--no-watch"], &[]);
 
     let load = Load::start(old.proxy, 8, false);
-    wait_for(
-        "the first answers",
-        Duration::from_secs(10),
-        || (load.answered() > 50).then_some(()),
-        || old.stderr(),
-    );
+    load.wait_answers(50, "the first answers", &old);
     // The new binary waits for the sockets; the old one hands them over on SIGQUIT.
     let new = thread::spawn({
         let path = path.clone();
@@ -521,20 +526,8 @@ fn binary_upgrade_under_load_fails_no_request() {
         "the old process did not exit; stderr:\n{}",
         old.stderr()
     );
-    let answered = load.answered();
-    wait_for(
-        "answers from the new process",
-        Duration::from_secs(10),
-        || (load.answered() > answered + 200).then_some(()),
-        || new.stderr(),
-    );
-    let (a, _, failures) = load.finish();
-    assert!(
-        failures.is_empty(),
-        "{} requests failed during the upgrade, e.g. {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
-    );
+    load.wait_answers(200, "answers from the new process", &new);
+    let (a, _) = load.finish_without_failures();
     assert_eq!(get(&new.url("/only-a"), &[]).unwrap().status, 200);
     eprintln!("answers during the upgrade: {a}");
 }

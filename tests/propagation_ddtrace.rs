@@ -1,5 +1,12 @@
-//! Differential test: stitch's `extract` against the real dd-trace-py 4.16 HTTP propagator
-//! (styles datadog,tracecontext,b3multi,b3) on a generated corpus of header sets.
+//! Differential test: stitch against the real dd-trace-py 4.16 HTTP propagator (styles
+//! datadog,tracecontext,b3multi,b3) on a generated corpus of header sets, once per extraction
+//! setting dd-trace has a variable for:
+//! - the default merge, and `extract_first` (`DD_TRACE_PROPAGATION_EXTRACT_FIRST`): stitch's
+//!   `extract` against the context dd-trace-py extracts, random trace-id flag included;
+//! - `extract_behavior` = `restart` (alone and with `extract_first`) and `ignore`
+//!   (`DD_TRACE_PROPAGATION_BEHAVIOR_EXTRACT`, with `baggage` among the styles): stitch's
+//!   `edge::plan` against what dd-trace-py hands the new root span: whether the trace is
+//!   continued, its span links and its baggage.
 //!
 //! The venv with the real peers is made by `.ci/setup test` at `target/peers-venv`.
 
@@ -9,7 +16,13 @@ use std::process::{Command, Stdio};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{json, Value};
-use stitch::propagation::{extract, Format};
+use stitch::config::Profile;
+use stitch::edge;
+use stitch::propagation::{
+    extract_with, ExtractBehavior, ExtractOptions, Format, SpanLink, TracestateInvalid,
+    DEFAULT_INJECT,
+};
+use stitch::sampling::SamplingPolicy;
 
 const STYLES: &[Format] = &[
     Format::Datadog,
@@ -127,7 +140,13 @@ fn dd_headers(r: &mut Rng, i: &Ids, h: &mut Vec<(String, String)>) {
 }
 
 fn w3c_headers(r: &mut Rng, i: &Ids, h: &mut Vec<(String, String)>, sampled: bool) {
-    let flags = if sampled { "01" } else { "00" };
+    // Half the traceparents carry the Level 2 random trace-id flag (0x02).
+    let flags = match (sampled, r.chance(50)) {
+        (true, true) => "03",
+        (true, false) => "01",
+        (false, true) => "02",
+        (false, false) => "00",
+    };
     h.push((
         "traceparent".into(),
         format!("00-{:016x}{:016x}-{:016x}-{flags}", i.high, i.low, i.parent),
@@ -396,7 +415,7 @@ fn corpus() -> Vec<Case> {
                     i.high,
                     i.low,
                     i.parent,
-                    r.pick(&["09", "00", "01"])
+                    r.pick(&["09", "00", "01", "0b", "fe"])
                 ),
             )],
         );
@@ -463,6 +482,13 @@ fn corpus() -> Vec<Case> {
             vec![("b3".into(), format!("{:016x}-{:016x}-x", i.low, i.parent))],
         );
     }
+    // Baggage on every third case: read only where a setting lists it (the behaviour runs).
+    for (n, c) in cases.iter_mut().enumerate() {
+        if n % 3 == 0 {
+            c.headers
+                .push(("baggage".into(), format!("session.id=s{n},user.id=u{n}")));
+        }
+    }
     cases
 }
 
@@ -477,9 +503,39 @@ fn header_map(pairs: &[(String, String)]) -> HeaderMap {
     h
 }
 
-/// stitch's view, in the Python script's shape.
-fn stitch_view(pairs: &[(String, String)]) -> Value {
-    let ext = extract(&header_map(pairs), STYLES);
+fn link_json(l: &SpanLink) -> Value {
+    let attr = |k: &str| {
+        l.attributes
+            .iter()
+            .find(|(a, _)| *a == k)
+            .map(|(_, v)| v.clone())
+    };
+    json!({
+        "trace_id": l.trace_id.to_string(),
+        "span_id": l.span_id.to_string(),
+        "flags": u8::from(l.sampled == Some(true)),
+        "tracestate": l.tracestate,
+        "reason": attr("reason"),
+        "context_headers": attr("context_headers"),
+    })
+}
+
+/// Baggage as dd-trace-py decodes it (the corpus has no percent-escapes).
+fn baggage_json(b: Option<&HeaderValue>) -> Value {
+    let mut m = serde_json::Map::new();
+    if let Some(b) = b.and_then(|b| b.to_str().ok()) {
+        for member in b.split(',') {
+            if let Some((k, v)) = member.split_once('=') {
+                m.insert(k.trim().to_owned(), Value::String(v.trim().to_owned()));
+            }
+        }
+    }
+    Value::Object(m)
+}
+
+/// stitch's extraction, in the Python script's shape.
+fn stitch_view(pairs: &[(String, String)], opts: &ExtractOptions) -> Value {
+    let ext = extract_with(&header_map(pairs), STYLES, opts);
     match ext.context {
         None => json!({"trace_id": null}),
         Some(c) => {
@@ -495,10 +551,35 @@ fn stitch_view(pairs: &[(String, String)]) -> Value {
                 "origin": c.origin,
                 "tags": tags,
                 "last_parent": c.last_parent_id.map(|p| format!("{p:016x}")),
-                "links": c.links.len(),
+                "random": c.random_trace_id,
+                "baggage": baggage_json(c.baggage.as_ref()),
+                "links": c.links.iter().map(link_json).collect::<Vec<_>>(),
             })
         }
     }
+}
+
+/// stitch's plan under `behavior`: continued or not (the trace id when continued), the new
+/// trace's links and baggage.
+fn stitch_plan(pairs: &[(String, String)], behavior: ExtractBehavior, first: bool) -> Value {
+    let mut extract = STYLES.to_vec();
+    extract.push(Format::Baggage);
+    let profile = Profile {
+        name: "diff".into(),
+        extract,
+        inject: DEFAULT_INJECT.to_vec(),
+        sampling: SamplingPolicy::default(),
+        tracestate_invalid: TracestateInvalid::DropMember,
+        extract_first: first,
+        extract_behavior: behavior,
+        baggage_tags: Profile::default_baggage_tags(),
+    };
+    let plan = edge::plan(&profile, &header_map(pairs), None, false);
+    json!({
+        "trace_id": plan.continued.then(|| plan.context.trace_id.to_string()),
+        "links": plan.context.links.iter().map(link_json).collect::<Vec<_>>(),
+        "baggage": baggage_json(plan.context.baggage.as_ref()),
+    })
 }
 
 /// dd-trace-py's answer, normalised: no parent = "0", `_dd.parent_id` of zeros = none.
@@ -518,8 +599,57 @@ fn normalise_python(mut v: Value) -> Value {
     v
 }
 
-#[test]
-fn extract_agrees_with_dd_trace_py() {
+/// dd-trace-py's answer to a behaviour setting: the new root span's parent (none under restart
+/// and ignore), links and baggage.
+fn python_plan(v: &Value) -> Value {
+    json!({"trace_id": v["trace_id"], "links": v["links"], "baggage": v["baggage"]})
+}
+
+/// One setting of the differential run.
+struct Setting {
+    name: &'static str,
+    /// Arguments of tests/peers/ddtrace_extract.py.
+    args: &'static [&'static str],
+    extract_first: bool,
+    /// `None`: compare the extracted context; `Some`: compare the plan under this behaviour.
+    behavior: Option<ExtractBehavior>,
+}
+
+const SETTINGS: &[Setting] = &[
+    Setting {
+        name: "continue (default merge)",
+        args: &[],
+        extract_first: false,
+        behavior: None,
+    },
+    Setting {
+        name: "extract_first",
+        args: &["--extract-first"],
+        extract_first: true,
+        behavior: None,
+    },
+    Setting {
+        name: "extract_behavior = restart",
+        args: &["--baggage", "--behavior", "restart"],
+        extract_first: false,
+        behavior: Some(ExtractBehavior::Restart),
+    },
+    Setting {
+        name: "extract_behavior = restart, extract_first",
+        args: &["--baggage", "--behavior", "restart", "--extract-first"],
+        extract_first: true,
+        behavior: Some(ExtractBehavior::Restart),
+    },
+    Setting {
+        name: "extract_behavior = ignore",
+        args: &["--baggage", "--behavior", "ignore"],
+        extract_first: false,
+        behavior: Some(ExtractBehavior::Ignore),
+    },
+];
+
+/// Run the dd-trace-py peer on every case under one setting.
+fn run_python(args: &[&str], cases: &[Case]) -> Vec<Value> {
     let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/peers-venv/bin/python");
     assert!(
         python.exists(),
@@ -527,9 +657,6 @@ fn extract_agrees_with_dd_trace_py() {
         python.display()
     );
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/ddtrace_extract.py");
-    let cases = corpus();
-    assert!(cases.len() >= 500, "corpus has {} cases", cases.len());
-
     // Python sees each header once; repeated lines would be joined with ", ".
     let input: Vec<Value> = cases
         .iter()
@@ -552,6 +679,7 @@ fn extract_agrees_with_dd_trace_py() {
         .collect();
     let mut child = Command::new(&python)
         .arg(&script)
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -571,36 +699,86 @@ fn extract_agrees_with_dd_trace_py() {
         .map(|l| serde_json::from_str(l).expect("peer JSON line"))
         .collect();
     assert_eq!(lines.len(), cases.len(), "one answer per case");
+    lines
+}
 
-    let mut compared = 0;
-    let mut skipped = 0;
+/// With extract_first, dd-trace-py (like dd-trace-go) reads only the first configured style,
+/// `datadog`, even when the request has none; stitch goes on to the first format present.
+const FIRST_ABSENT: &str = "extract_first with no x-datadog-trace-id: dd-trace-py 4.16 reads only the first configured style and starts a new trace (no context, no link); stitch reads the first format the request carries";
+
+#[test]
+fn extract_agrees_with_dd_trace_py() {
+    let cases = corpus();
+    assert!(cases.len() >= 500, "corpus has {} cases", cases.len());
+    let mut report = Vec::new();
     let mut failures = Vec::new();
-    for (i, (case, py)) in cases.iter().zip(lines).enumerate() {
-        assert_eq!(py["id"], json!(i));
-        if DELIBERATE.iter().any(|(k, _)| *k == case.kind) {
-            skipped += 1;
-            continue;
+    for setting in SETTINGS {
+        let lines = run_python(setting.args, &cases);
+        let opts = ExtractOptions {
+            extract_first: setting.extract_first,
+            ..ExtractOptions::default()
+        };
+        let (mut compared, mut skipped, mut first_absent) = (0, 0, 0);
+        for (i, (case, py)) in cases.iter().zip(lines).enumerate() {
+            assert_eq!(py["id"], json!(i));
+            if DELIBERATE.iter().any(|(k, _)| *k == case.kind) {
+                skipped += 1;
+                continue;
+            }
+            let no_dd = !case.headers.iter().any(|(k, _)| k == "x-datadog-trace-id");
+            if setting.extract_first && no_dd {
+                // The difference is what we think it is: dd-trace-py gave no context at all.
+                first_absent += 1;
+                if !py["trace_id"].is_null() || py["links"] != json!([]) {
+                    failures.push(format!(
+                        "[{}] case {i} ({}): expected dd-trace-py to ignore every style after datadog: {py}",
+                        setting.name, case.kind
+                    ));
+                }
+                continue;
+            }
+            compared += 1;
+            let (want, got) = match setting.behavior {
+                None => (normalise_python(py), stitch_view(&case.headers, &opts)),
+                Some(b) => (
+                    python_plan(&py),
+                    stitch_plan(&case.headers, b, setting.extract_first),
+                ),
+            };
+            if want != got {
+                failures.push(format!(
+                    "[{}] case {i} ({}): {:?}\n  dd-trace-py: {want}\n  stitch:      {got}",
+                    setting.name, case.kind, case.headers
+                ));
+            }
         }
-        compared += 1;
-        let want = normalise_python(py);
-        let got = stitch_view(&case.headers);
-        if want != got {
-            failures.push(format!(
-                "case {i} ({}): {:?}\n  dd-trace-py: {want}\n  stitch:      {got}",
-                case.kind, case.headers
-            ));
-        }
+        assert!(
+            compared >= 300,
+            "{}: only {compared} cases compared",
+            setting.name
+        );
+        report.push(format!(
+            "{}: compared {compared} cases, skipped {skipped} deliberate differences{}",
+            setting.name,
+            if setting.extract_first {
+                format!(
+                    ", {first_absent} without Datadog headers checked as a deliberate difference"
+                )
+            } else {
+                String::new()
+            }
+        ));
     }
-    println!(
-        "compared {compared} cases with dd-trace-py, skipped {skipped} deliberate differences"
-    );
+    for line in &report {
+        println!("{line}");
+    }
     for (k, why) in DELIBERATE {
         println!("  skipped kind {k}: {why}");
     }
-    assert!(compared >= 500, "only {compared} cases compared");
+    println!("  {FIRST_ABSENT}");
     assert!(
         failures.is_empty(),
-        "{} of {compared} cases differ:\n{}",
+        "{} differences:\n{}",
         failures.len(),
         failures
             .iter()

@@ -209,3 +209,112 @@ fn explain_shows_the_winner_the_decision_and_the_headers() {
     );
     assert!(text.contains("b3: 56d05416d0047b61-"), "{text}");
 }
+
+/// `extract_behavior`, `extract_first` and `tracestate_invalid` from a config file, through the
+/// running proxy: what reaches the upstream for the same request on each route.
+#[test]
+fn extraction_settings_from_the_config_file() {
+    let up = Upstream::start();
+    let cfg = format!(
+        "{}[upstream.app]\nservers = [\"{}\"]\n\n\
+         [propagation.restart]\ntrust = \"none\"\n\n\
+         [propagation.ignore]\nextract_behavior = \"ignore\"\n\n\
+         [propagation.first]\nextract_first = true\n\n\
+         [propagation.strict]\ntracestate_invalid = \"discard_header\"\n\n\
+         [[route]]\nname = \"restart\"\npath = \"/restart\"\nupstream = \"app\"\npropagation = \"restart\"\n\n\
+         [[route]]\nname = \"ignore\"\npath = \"/ignore\"\nupstream = \"app\"\npropagation = \"ignore\"\n\n\
+         [[route]]\nname = \"first\"\npath = \"/first\"\nupstream = \"app\"\npropagation = \"first\"\n\n\
+         [[route]]\nname = \"strict\"\npath = \"/strict\"\nupstream = \"app\"\npropagation = \"strict\"\n\n\
+         [[route]]\nname = \"default\"\npath = \"/\"\nupstream = \"app\"\n",
+        base_config(),
+        up.addr
+    );
+    let s = Stitch::start(&cfg);
+    // RUM's datadog headers, a traceparent of another trace with the random flag and a
+    // tracestate with one invalid member, and baggage.
+    let mut req: Vec<(&str, &str)> = RUM.to_vec();
+    req.extend([
+        (
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03",
+        ),
+        ("tracestate", "dd=s:2;o:synthetics,congo=x,Bad=1"),
+        ("baggage", "session.id=abc"),
+    ]);
+    let rum_trace = "000000000000000056d05416d0047b61";
+    let mut seen = std::collections::BTreeMap::new();
+    for route in ["default", "restart", "ignore", "first", "strict"] {
+        let r = get(&s.url(&format!("/{route}/x")), &req).unwrap();
+        assert_eq!(r.status, 200, "{route}");
+        seen.insert(route, up.last());
+    }
+    let tp = |route: &str| seen[route].header("traceparent").unwrap().to_string();
+    // default: the datadog trace continues; the W3C trace is another one, so not its flag.
+    assert!(
+        tp("default").starts_with(&format!("00-{rum_trace}-")),
+        "{}",
+        tp("default")
+    );
+    assert!(tp("default").ends_with("-01"), "{}", tp("default"));
+    assert_eq!(seen["default"].header("baggage"), Some("session.id=abc"));
+    // trust = "none" (extract_behavior = "restart"): a new random trace, baggage kept.
+    assert!(!tp("restart").contains(rum_trace), "{}", tp("restart"));
+    assert!(tp("restart").ends_with("-03"), "{}", tp("restart"));
+    assert_eq!(seen["restart"].header("baggage"), Some("session.id=abc"));
+    // ignore: a new random trace, no baggage.
+    assert!(!tp("ignore").contains(rum_trace), "{}", tp("ignore"));
+    assert!(tp("ignore").ends_with("-03"), "{}", tp("ignore"));
+    assert_eq!(seen["ignore"].header("baggage"), None);
+    // extract_first: datadog alone, the same outcome as the merge here (different trace ids)
+    // but without the link, and the baggage still read.
+    assert!(tp("first").starts_with(&format!("00-{rum_trace}-")));
+    assert_eq!(seen["first"].header("baggage"), Some("session.id=abc"));
+    let m = s.metrics();
+    assert!(
+        m.contains("stitch_sampling_overridden_total{reason=\"restart\",route=\"restart\"} 1"),
+        "{m}"
+    );
+    // Five requests: ignore read nothing, extract_first stopped at datadog, the other three
+    // merged (and found two trace ids).
+    for line in [
+        "stitch_propagation_conflicts_total{kind=\"trace_id\"} 3",
+        "stitch_propagation_extracted_total{format=\"datadog\"} 4",
+        "stitch_propagation_extracted_total{format=\"tracecontext\"} 3",
+    ] {
+        assert!(m.lines().any(|l| l == line), "{line} in {m}");
+    }
+
+    // tracestate_invalid decides whether a traceparent-only request keeps the dd member.
+    let w3c = [
+        (
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+        ("tracestate", "dd=s:2;o:synthetics,congo=x,Bad=1"),
+    ];
+    get(&s.url("/x"), &w3c).unwrap();
+    let lenient = up.last();
+    assert_eq!(lenient.header("x-datadog-origin"), Some("synthetics"));
+    assert_eq!(lenient.header("x-datadog-sampling-priority"), Some("2"));
+    assert!(lenient.header("tracestate").unwrap().ends_with(",congo=x"));
+    get(&s.url("/strict/x"), &w3c).unwrap();
+    let strict = up.last();
+    assert_eq!(
+        strict.header("x-datadog-origin"),
+        None,
+        "the dd member went with the header"
+    );
+    assert_eq!(
+        strict.header("x-datadog-sampling-priority"),
+        Some("1"),
+        "from the flag"
+    );
+    assert!(!strict.header("tracestate").unwrap().contains("congo"));
+    let m = s.metrics();
+    let discarded = "stitch_propagation_invalid_total{format=\"tracecontext\",reason=\"tracestate_invalid_member\"}";
+    // Counted once per request on the strict route: the mixed request above and this one.
+    assert!(
+        m.lines().any(|l| l == format!("{discarded} 2")),
+        "{discarded} 2 in {m}"
+    );
+}

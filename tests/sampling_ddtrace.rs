@@ -8,6 +8,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+use stitch::propagation::ExtractBehavior;
 use stitch::sampling::{
     decide, sampled_by_rate, InjectionMode, MissingDecision, SamplingInput, SamplingPolicy, Source,
     Trust, KNUTH_FACTOR,
@@ -193,6 +194,7 @@ fn edge_sampler_agrees_with_ddtrace() {
                     origin_allowed: false,
                     client: None,
                     trace_id_low: low,
+                    behavior: ExtractBehavior::Continue,
                 },
             );
             assert_eq!(d.source, Source::Edge);

@@ -266,11 +266,11 @@ fn browser_request_without_context_is_dropped_with_missing_decision_drop() {
     let dd = call(&stitch, "/dd/untraced", &browser);
     assert_eq!(dd.sampling_priority, Some(0), "{:?}", dd.raw);
     assert_eq!(dd.header("x-datadog-sampling-priority"), Some("0"));
-    assert_eq!(traceparent_flags(&dd), "00");
+    assert_eq!(traceparent_flags(&dd), "02");
     assert_eq!(dd_server_span(peers, &dd).priority(), Some(0.0));
 
     let otel = call(&stitch, "/otel/untraced", &browser);
-    assert_eq!(traceparent_flags(&otel), "00");
+    assert_eq!(traceparent_flags(&otel), "02");
     assert_otel_exported_nothing(peers, &otel);
 
     // Controls: without an allowed Origin the same empty request is server-to-server, and the
@@ -289,7 +289,7 @@ fn browser_request_without_context_is_dropped_with_missing_decision_drop() {
             .priority()
             .is_some_and(|p| p > 0.0));
         let otel = call(&stitch, "/otel/server", &headers);
-        assert_eq!(traceparent_flags(&otel), "01", "{headers:?}");
+        assert_eq!(traceparent_flags(&otel), "03", "{headers:?}");
         assert_eq!(otel.recording, Some(true));
         otel_server_span(peers, &otel);
     }
@@ -332,7 +332,7 @@ max_incoming_priority = 2"#,
     let rum = Rum::random();
     let otel = call(&untrusted, "/otel/liar", &rum.datadog_priority(2));
     assert_ne!(otel.trace_id, Some(rum.trace_id_128()), "{:?}", otel.raw);
-    assert_eq!(traceparent_flags(&otel), "00");
+    assert_eq!(traceparent_flags(&otel), "02");
     assert_otel_exported_nothing(peers, &otel);
 
     // Control: the same claim from a trusted address is honoured as sent.

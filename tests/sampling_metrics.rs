@@ -29,7 +29,8 @@ fn decisions_and_overrides_are_counted_and_written_everywhere() {
     get(&s.url("/rum/a"), &[("origin", ORIGIN)]).unwrap();
     let got = up.last();
     assert_eq!(got.header("x-datadog-sampling-priority"), Some("0"));
-    assert!(got.header("traceparent").unwrap().ends_with("-00"));
+    // A trace stitch starts: not sampled, random trace id (W3C Level 2 flag 0x02).
+    assert!(got.header("traceparent").unwrap().ends_with("-02"));
     assert!(got.header("tracestate").unwrap().contains("s:0"));
     assert!(got.header("b3").unwrap().ends_with("-0"));
     assert_eq!(got.header("x-b3-sampled"), Some("0"));

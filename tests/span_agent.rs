@@ -222,6 +222,7 @@ fn span(trace_id: u128, span_id: u64, priority: i32) -> EdgeSpan {
         scheme: None,
         host: None,
         baggage: vec![],
+        request_id: None,
     }
 }
 
@@ -287,6 +288,14 @@ fn otlp_attrs(list: &Value) -> HashMap<String, String> {
                 format!("i:{}", i.as_str().unwrap())
             } else if let Some(b) = v.get("bool_value") {
                 format!("b:{}", b.as_bool().unwrap())
+            } else if let Some(a) = v.get("array_value") {
+                let items: Vec<&str> = a["values"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| i["string_value"].as_str().unwrap())
+                    .collect();
+                format!("a:[{}]", items.join(","))
             } else {
                 panic!("unexpected value {v}")
             };
@@ -331,6 +340,7 @@ fn full_span() -> EdgeSpan {
         scheme: Some("http".into()),
         host: Some("shop.example:8080".into()),
         baggage: vec![("session.id".into(), "f2b8c1d0-rum".into())],
+        request_id: Some("ticket-4711".into()),
         ..span(0x640cfd8d00000000_64fe8b2a57d3eff7, 0x0a0b0c0d0e0f1011, 2)
     }
 }
@@ -457,6 +467,7 @@ fn every_field_arrives_on_both_paths_with_identical_ids() {
         ("http.status_code", "502"),
         ("http.useragent", "Mozilla/5.0 (X11)"),
         ("http.client_ip", "192.0.2.7"),
+        ("http.request.headers.x-request-id", "ticket-4711"),
         ("stitch.upstream", "127.0.0.1:9001"),
         ("error.type", "http_502"),
         ("error.message", "upstream answered 502"),
@@ -544,6 +555,7 @@ fn every_field_arrives_on_both_paths_with_identical_ids() {
         ("client.address", "192.0.2.7"),
         ("client.port", "i:51000"),
         ("user_agent.original", "Mozilla/5.0 (X11)"),
+        ("http.request.header.x-request-id", "a:[ticket-4711]"),
         ("network.peer.address", "127.0.0.1"),
         ("network.peer.port", "i:9001"),
         ("network.protocol.version", "1.1"),

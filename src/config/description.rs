@@ -32,13 +32,36 @@ pub struct Description {
     pub propagation: BTreeMap<String, At<PropagationFile>>,
     #[serde(default)]
     pub route: Vec<At<RouteFile>>,
+    pub kubernetes: Option<At<KubernetesFile>>,
+}
+
+/// `[kubernetes]`: the ingress controller mode.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesFile {
+    #[serde(default = "default_ingress_class")]
+    pub ingress_class: At<String>,
+    #[serde(default = "default_controller_name")]
+    pub controller_name: At<String>,
+    #[serde(default)]
+    pub namespaces: Vec<At<String>>,
+    pub publish_service: Option<At<String>>,
+    pub publish_address: Option<At<Vec<String>>>,
+    pub lease_namespace: Option<At<String>>,
+    #[serde(default = "default_lease_name")]
+    pub lease_name: At<String>,
+    #[serde(default = "default_lease_seconds")]
+    pub lease_duration_seconds: At<i64>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerFile {
-    #[serde(default = "default_listen")]
-    pub listen: Vec<At<String>>,
+    /// Plain HTTP/1.1 listeners by address (the short form of `[[server.listener]]`).
+    pub listen: Option<Vec<At<String>>>,
+    /// Listeners with their own settings (TLS, HTTP/2, redirect, HSTS).
+    #[serde(default)]
+    pub listener: Vec<At<ListenerFile>>,
     #[serde(default = "default_threads")]
     pub threads: At<i64>,
     #[serde(default = "default_true")]
@@ -57,12 +80,21 @@ pub struct ServerFile {
     /// Bytes of read buffer per client connection (Pingora's default is 64 KiB).
     #[serde(default = "default_read_buffer")]
     pub read_buffer_bytes: At<i64>,
+    /// CIDRs (or addresses) of the proxies and balancers whose `X-Forwarded-For` and PROXY
+    /// protocol headers are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<At<String>>,
+    /// Milliseconds a `proxy_protocol` listener's connection has to send its whole PROXY
+    /// protocol header before it is closed.
+    #[serde(default = "default_proxy_protocol_timeout")]
+    pub proxy_protocol_timeout_ms: At<i64>,
 }
 
 impl Default for ServerFile {
     fn default() -> Self {
         ServerFile {
-            listen: default_listen(),
+            listen: None,
+            listener: Vec::new(),
             threads: default_threads(),
             work_stealing: true,
             shutdown_grace_seconds: default_grace(),
@@ -71,8 +103,69 @@ impl Default for ServerFile {
             upgrade_sock: None,
             upstream_keepalive_pool: default_keepalive_pool(),
             read_buffer_bytes: default_read_buffer(),
+            trusted_proxies: Vec::new(),
+            proxy_protocol_timeout_ms: default_proxy_protocol_timeout(),
         }
     }
+}
+
+/// `[[server.listener]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerFile {
+    pub address: At<String>,
+    /// Not `At<..>`: written as `[[server.listener.tls.certificates]]` the table is implicit
+    /// and has no span.
+    pub tls: Option<TlsFile>,
+    /// Offer HTTP/2 by ALPN on a TLS listener.
+    #[serde(default = "default_true")]
+    pub h2: bool,
+    /// Accept HTTP/2 with prior knowledge (cleartext) beside HTTP/1.1.
+    #[serde(default)]
+    pub h2c: At<bool>,
+    /// Answer every request with a 308 to the same URL over HTTPS.
+    #[serde(default)]
+    pub redirect_to_https: At<bool>,
+    /// The port the redirect names (default: the first TLS listener's).
+    pub https_port: Option<At<i64>>,
+    /// `Strict-Transport-Security` on every response of a TLS listener.
+    pub hsts: Option<At<HstsFile>>,
+    /// Every connection starts with a PROXY protocol (v1 or v2) header; one without is closed.
+    #[serde(default)]
+    pub proxy_protocol: At<bool>,
+}
+
+/// `tls = { certificates = [...] }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub certificates: Vec<At<CertificateFile>>,
+}
+
+/// One certificate chain and its key, chosen by SNI.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateFile {
+    /// PEM: the certificate, then its intermediates.
+    pub cert_file: At<String>,
+    /// PEM: the private key.
+    pub key_file: At<String>,
+    /// The server names it is chosen for (default: its subjectAltName DNS names).
+    pub hosts: Option<At<Vec<At<String>>>>,
+    /// Used for clients that send no SNI or a name no certificate has.
+    #[serde(default)]
+    pub default: At<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HstsFile {
+    #[serde(default = "default_hsts_max_age")]
+    pub max_age_seconds: At<i64>,
+    #[serde(default)]
+    pub include_subdomains: bool,
+    #[serde(default)]
+    pub preload: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -179,6 +272,39 @@ pub struct UpstreamFile {
     /// How often server names are resolved again (like Envoy's strict DNS).
     #[serde(default = "default_resolve_ms")]
     pub resolve_interval_ms: At<i64>,
+    /// `http1`, `h2` (over TLS, by ALPN) or `h2c` (cleartext, prior knowledge).
+    pub protocol: Option<At<String>>,
+    /// Concurrent requests on one HTTP/2 connection to a server.
+    #[serde(default = "default_h2_streams")]
+    pub max_h2_streams: At<i64>,
+    /// Kubernetes Services instead of `servers` (pools made from the cluster; not a TOML key).
+    #[serde(skip)]
+    pub backends: Vec<crate::config::ServiceBackend>,
+    /// Made from the cluster (`backends` may then be empty: no backend reference resolved).
+    #[serde(skip)]
+    pub from_cluster: bool,
+}
+
+impl UpstreamFile {
+    /// A pool of Kubernetes Services, with the default timeouts.
+    pub fn services(backends: Vec<crate::config::ServiceBackend>) -> UpstreamFile {
+        UpstreamFile {
+            servers: At::new_default(Vec::new()),
+            connect_timeout_ms: default_connect_ms(),
+            read_timeout_ms: default_rw_ms(),
+            write_timeout_ms: default_rw_ms(),
+            tls: false,
+            sni: None,
+            verify_cert: true,
+            ca_file: None,
+            health_check: None,
+            resolve_interval_ms: default_resolve_ms(),
+            protocol: None,
+            max_h2_streams: default_h2_streams(),
+            backends,
+            from_cluster: true,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -198,6 +324,14 @@ pub struct RouteFile {
     pub upstream: At<String>,
     pub cors: Option<At<String>>,
     pub propagation: Option<At<String>>,
+    /// Match `path` exactly (Ingress `Exact`, HTTPRoute `Exact`; not a TOML key).
+    #[serde(skip)]
+    pub exact: bool,
+    /// `x-forwarded-for`, `x-forwarded-proto`, `x-forwarded-host`, `forwarded`.
+    pub forwarded_headers: Option<At<Vec<At<String>>>>,
+    /// Keep or make an `X-Request-Id` (on by default).
+    #[serde(default = "default_true")]
+    pub request_id: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -228,9 +362,15 @@ pub struct PropagationFile {
     pub max_incoming_priority: Option<At<i64>>,
     /// Baggage keys copied onto the edge span as tags.
     pub baggage_tags: Option<At<Vec<At<String>>>>,
+    /// `"drop_member"` or `"discard_header"`.
+    pub tracestate_invalid: Option<At<String>>,
+    pub extract_first: Option<At<bool>>,
+    /// `"continue"`, `"restart"` or `"ignore"`.
+    pub extract_behavior: Option<At<String>>,
 }
 
-/// `trust = "any" | "none" | ["10.0.0.0/8", ...]`
+/// `trust = "any" | "none" | ["10.0.0.0/8", ...]` (`"none"` is the older spelling of
+/// `extract_behavior = "restart"`)
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum TrustFile {
@@ -238,8 +378,12 @@ pub enum TrustFile {
     Cidrs(Vec<String>),
 }
 
-fn default_listen() -> Vec<At<String>> {
-    vec![At::new_default("0.0.0.0:8080".to_string())]
+/// The listener when the file names none.
+pub fn default_listen() -> At<String> {
+    At::new_default("0.0.0.0:8080".to_string())
+}
+fn default_hsts_max_age() -> At<i64> {
+    At::new_default(31_536_000)
 }
 fn default_threads() -> At<i64> {
     At::new_default(2)
@@ -262,6 +406,10 @@ fn default_keepalive_pool() -> At<i64> {
 fn default_read_buffer() -> At<i64> {
     At::new_default(4 * 1024)
 }
+/// 5 s, HAProxy's and Envoy's default for the same wait.
+fn default_proxy_protocol_timeout() -> At<i64> {
+    At::new_default(5_000)
+}
 fn default_admin_listen() -> At<String> {
     At::new_default("127.0.0.1:9901".to_string())
 }
@@ -280,8 +428,23 @@ fn default_rw_ms() -> At<i64> {
 fn default_resolve_ms() -> At<i64> {
     At::new_default(30_000)
 }
+fn default_h2_streams() -> At<i64> {
+    At::new_default(100)
+}
 fn default_hc_interval() -> At<i64> {
     At::new_default(5_000)
+}
+fn default_ingress_class() -> At<String> {
+    At::new_default("stitch".to_string())
+}
+fn default_controller_name() -> At<String> {
+    At::new_default("stitch.dev/gateway-controller".to_string())
+}
+fn default_lease_name() -> At<String> {
+    At::new_default("stitch-controller".to_string())
+}
+fn default_lease_seconds() -> At<i64> {
+    At::new_default(15)
 }
 fn default_path() -> At<String> {
     At::new_default("/".to_string())

@@ -3,10 +3,21 @@
 
 use std::path::Path;
 
+use super::kubernetes::{self, Cluster, Verdict};
 use super::{env, validate, Config, ConfigError, ConfigErrors, Description, Loaded, Location};
 
 /// Read and load a configuration file; `get` looks up environment variables.
 pub fn load(path: &Path, get: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, ConfigErrors> {
+    load_with(path, get, None).map(|(loaded, _)| loaded)
+}
+
+/// Read a configuration file and, when it has `[kubernetes]` and `cluster` is given, merge
+/// the cluster's objects into it; the verdicts say which objects are served.
+pub fn load_with(
+    path: &Path,
+    get: &dyn Fn(&str) -> Option<String>,
+    cluster: Option<&Cluster>,
+) -> Result<(Loaded, Vec<Verdict>), ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
         file: path.to_path_buf(),
         errors: vec![ConfigError {
@@ -15,31 +26,56 @@ pub fn load(path: &Path, get: &dyn Fn(&str) -> Option<String>) -> Result<Loaded,
             message: format!("cannot read: {e}"),
         }],
     })?;
-    match parse(&text, get) {
-        Ok(config) => Ok(Loaded { config, text }),
-        Err(errors) => Err(ConfigErrors {
-            file: path.to_path_buf(),
-            errors,
-        }),
+    let fail = |errors| ConfigErrors {
+        file: path.to_path_buf(),
+        errors,
+    };
+    let desc = describe(&text, get).map_err(fail)?;
+    let merged = match cluster {
+        Some(cluster) => kubernetes::merge(desc, cluster),
+        None => validate(&desc).map(|c| (c, Vec::new(), String::new())),
+    };
+    match merged {
+        Ok((config, verdicts, cluster)) => Ok((
+            Loaded {
+                config,
+                text,
+                cluster,
+            },
+            verdicts,
+        )),
+        Err(errors) => Err(fail(locate(&text, errors))),
     }
 }
 
 /// Parse, override and validate configuration text. Errors are sorted by line.
 pub fn parse(text: &str, get: &dyn Fn(&str) -> Option<String>) -> Result<Config, Vec<ConfigError>> {
+    let desc = describe(text, get)?;
+    validate(&desc).map_err(|errors| locate(text, errors))
+}
+
+/// Parse configuration text into a description and apply the environment's overrides.
+fn describe(
+    text: &str,
+    get: &dyn Fn(&str) -> Option<String>,
+) -> Result<Description, Vec<ConfigError>> {
     let mut desc: Description = match toml::from_str(text) {
         Ok(d) => d,
         Err(e) => return Err(vec![syntax_error(text, &e)]),
     };
     env::apply(&mut desc, get);
-    validate(&desc).map_err(|mut errors| {
-        for e in &mut errors {
-            if let Location::Offset(o) = e.at {
-                e.at = Location::Line(line_of(text, o));
-            }
+    Ok(desc)
+}
+
+/// Turn byte offsets into lines and sort by line.
+fn locate(text: &str, mut errors: Vec<ConfigError>) -> Vec<ConfigError> {
+    for e in &mut errors {
+        if let Location::Offset(o) = e.at {
+            e.at = Location::Line(line_of(text, o));
         }
-        errors.sort_by_key(|e| e.line());
-        errors
-    })
+    }
+    errors.sort_by_key(|e| e.line());
+    errors
 }
 
 /// Turn a serde/TOML error into a [`ConfigError`] with the line and the key path.

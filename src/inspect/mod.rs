@@ -145,10 +145,9 @@ pub struct Record {
     pub path: Box<str>,
     /// The status sent to the client (0: none was).
     pub status: u16,
-    /// The client address. Today the TCP peer; the real client address (X-Forwarded-For from
-    /// trusted proxies, issue 18) goes here once stitch computes it.
+    /// The client's address, found through the trusted proxies (`server.trusted_proxies`).
     pub client: Option<IpAddr>,
-    /// The request id, once stitch assigns or forwards one (issue 18); `None` until then.
+    /// The request's `X-Request-Id` (kept or made by stitch; absent on routes without one).
     pub request_id: Option<Box<str>>,
     /// A preflight stitch answered itself.
     pub preflight: bool,

@@ -30,6 +30,11 @@ pub struct TraceContext {
     pub baggage: Option<HeaderValue>,
     /// Links to contexts that were terminated by the merge.
     pub links: Vec<SpanLink>,
+    /// W3C Level 2 `random-trace-id` flag (trace-flags bit 0x02): at least the right-most 7
+    /// bytes of `trace_id` are random. Read from an incoming `traceparent` with this trace id,
+    /// or set when stitch makes the id itself ([`TraceContext::new_trace`]); every outgoing
+    /// `traceparent` with this trace id carries it.
+    pub random_trace_id: bool,
 }
 
 /// A span link to an incoming context that was not continued.
@@ -57,7 +62,17 @@ impl TraceContext {
             propagation_error: None,
             baggage: None,
             links: Vec::new(),
+            random_trace_id: false,
         }
+    }
+
+    /// A context for a trace stitch starts: a new id from [`new_trace_id`], whose low 64 bits
+    /// are random, so the W3C random flag is set (Level 2: "SHOULD be set" when at least the
+    /// right-most 7 bytes are random).
+    pub fn new_trace() -> Self {
+        let mut ctx = TraceContext::new_root(new_trace_id());
+        ctx.random_trace_id = true;
+        ctx
     }
 
     /// Replace the value of `key` or append it.
@@ -95,7 +110,8 @@ impl TraceContext {
 }
 
 /// A new 128-bit trace id the way dd-trace 4.x makes them: the high 32 bits are the unix
-/// time in seconds, the next 32 bits zero, the low 64 bits random and non-zero.
+/// time in seconds, the next 32 bits zero, the low 64 bits random and non-zero (so the
+/// right-most 7 bytes W3C Level 2 asks to be random for the `random-trace-id` flag are).
 pub fn new_trace_id() -> u128 {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -129,6 +145,21 @@ mod tests {
         assert!(now.abs_diff(secs) < 5, "high 32 bits are unix seconds");
         assert_eq!((id >> 64) as u32, 0, "bits 64..96 are zero");
         assert_ne!(id as u64, 0);
+    }
+
+    #[test]
+    fn a_trace_stitch_starts_is_marked_random() {
+        let a = TraceContext::new_trace();
+        let b = TraceContext::new_trace();
+        assert!(a.random_trace_id && b.random_trace_id);
+        assert_ne!(
+            a.trace_id as u64, b.trace_id as u64,
+            "low 64 bits are random"
+        );
+        assert!(
+            !TraceContext::new_root(5).random_trace_id,
+            "an id from elsewhere is not"
+        );
     }
 
     #[test]

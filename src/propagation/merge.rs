@@ -21,13 +21,23 @@
 //!    forwarded (conflict `trace_id`). When the low 64 bits agree but the high bits do not
 //!    (a 64-bit Datadog id against a 128-bit W3C id), the conflict `tid` is counted too:
 //!    the two are different traces and the upper bits of the later one are lost.
+//!    A `tracecontext` with the same trace id also gives its `random-trace-id` flag: W3C
+//!    Level 2 says every outgoing traceparent with that trace id keeps it.
 //! 5. No valid context: `context` is `None`. A `b3` header carrying only a decision
 //!    (`b3: 0`) sets `new_trace_priority` so the new trace honours it.
+//!
+//! With `extract_first` (dd-trace's `DD_TRACE_PROPAGATION_EXTRACT_FIRST`), formats are read
+//! in order only until one is **present**: that one decides alone (valid: it is the context;
+//! invalid: no context, a new trace), and later trace-context formats are not read, so rules
+//! 3 and 4 never apply. `baggage` is read wherever it is listed. dd-trace-py 4.16 and
+//! dd-trace-go read only the *first configured* format, even when it is absent; stitch goes on
+//! to the first format the request carries, so a traceparent-only client still continues its
+//! trace on a profile that lists `datadog` first (the README lists this difference).
 
 use http::HeaderMap;
 
 use super::context::{SpanLink, TraceContext};
-use super::{b3, baggage, datadog, w3c, Extraction, Format, Outcome};
+use super::{b3, baggage, datadog, w3c, ExtractOptions, Extraction, Format, Outcome};
 
 /// Conflict kinds (metric label values).
 pub const CONFLICT_KINDS: [&str; 4] = ["trace_id", "parent_id", "sampling", "tid"];
@@ -55,13 +65,22 @@ fn keeps(p: Option<i32>) -> Option<bool> {
     p.map(|p| p > 0)
 }
 
-pub(crate) fn extract(headers: &HeaderMap, formats: &[Format]) -> Extraction {
+pub(crate) fn extract(
+    headers: &HeaderMap,
+    formats: &[Format],
+    opts: &ExtractOptions,
+) -> Extraction {
     let mut outcomes: Vec<(Format, Outcome)> = Vec::with_capacity(formats.len());
     let mut dd: Option<datadog::View<'_>> = None;
     let mut tc: Option<w3c::View<'_>> = None;
     let mut single: Option<b3::Parsed> = None;
     let mut baggage_value = None;
+    // extract_first: a trace-context format was present; read no other.
+    let mut stopped = false;
     for &f in formats {
+        if stopped && f != Format::Baggage {
+            continue;
+        }
         let o = match f {
             Format::Datadog => {
                 let r = datadog::parse(headers);
@@ -76,7 +95,7 @@ pub(crate) fn extract(headers: &HeaderMap, formats: &[Format]) -> Extraction {
                 o
             }
             Format::TraceContext => {
-                let r = w3c::parse(headers);
+                let r = w3c::parse(headers, opts.tracestate_invalid);
                 let o = outcome(&r, |v| {
                     Some(Outcome::Valid {
                         trace_id: v.trace_id,
@@ -117,6 +136,11 @@ pub(crate) fn extract(headers: &HeaderMap, formats: &[Format]) -> Extraction {
                 o
             }
         };
+        // `b3: 0` (a decision without ids) is present though it gives no context.
+        let present = o != Outcome::Absent || (f == Format::B3 && single.is_some());
+        if opts.extract_first && f != Format::Baggage && present {
+            stopped = true;
+        }
         outcomes.push((f, o));
     }
 
@@ -128,6 +152,7 @@ pub(crate) fn extract(headers: &HeaderMap, formats: &[Format]) -> Extraction {
         notes: Vec::new(),
         baggage: baggage_value,
         new_trace_priority: None,
+        tracestate_discarded: tc.as_ref().and_then(|v| v.tracestate_discarded),
     };
 
     // The primary: first valid trace-context format.
@@ -197,6 +222,7 @@ pub(crate) fn extract(headers: &HeaderMap, formats: &[Format]) -> Extraction {
         if f == Format::TraceContext {
             if let Some(v) = &tc {
                 v.copy_tracestate(&mut ctx);
+                ctx.random_trace_id = v.random;
                 if pid != ctx.parent_id {
                     push_conflict(&mut ext.conflicts, "parent_id");
                     ctx.last_parent_id = v
@@ -285,6 +311,14 @@ pub(crate) fn explain(ext: &Extraction) -> Vec<String> {
             }
         }
     }
+    if let Some(r) = ext.tracestate_discarded {
+        lines.push(format!(
+            "tracestate ignored whole ({r}; tracestate_invalid = \"discard_header\"), its dd member too"
+        ));
+    }
+    if ext.context.as_ref().is_some_and(|c| c.random_trace_id) {
+        lines.push("traceparent flag 0x02 (random trace id) kept for this trace id".to_owned());
+    }
     if !ext.conflicts.is_empty() {
         lines.push(format!("conflicts: {}", ext.conflicts.join(",")));
     }
@@ -294,7 +328,9 @@ pub(crate) fn explain(ext: &Extraction) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::propagation::{headers, inject, strip, DEFAULT_EXTRACT};
+    use crate::propagation::{
+        extract, extract_with, headers, inject, strip, TracestateInvalid, DEFAULT_EXTRACT,
+    };
     use proptest::prelude::*;
 
     const TP_C: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -767,6 +803,132 @@ mod tests {
         assert!(lines.iter().any(|l| l.contains("linked")), "{lines:?}");
     }
 
+    const DD_C: [(&str, &str); 3] = [
+        ("x-datadog-trace-id", "11803532876627986230"),
+        ("x-datadog-parent-id", "5"),
+        ("x-datadog-tags", "_dd.p.tid=4bf92f3577b34da6"),
+    ];
+
+    /// `extract_first` against the default merge on the same headers. Columns: headers, extract
+    /// first?, winner, parent id, links, other tracestate members kept, formats read, reason.
+    #[test]
+    #[rustfmt::skip]
+    fn extract_first_table() {
+        let dd_c_w3c: Vec<(&str, &str)> = DD_C.iter().copied().chain([("traceparent", TP_C), ("tracestate", "dd=s:1;p:0123456789abcdef,congo=x")]).collect();
+        let dd_other_w3c = vec![("x-datadog-trace-id", "123"), ("x-datadog-parent-id", "5"), ("traceparent", TP_C), ("tracestate", "congo=x")];
+        let bad_dd_w3c = vec![("x-datadog-trace-id", "abc"), ("traceparent", TP_C)];
+        let w3c_only = vec![("traceparent", TP_C), ("tracestate", "congo=x")];
+        let w3c_b3 = vec![("traceparent", TP_C), ("b3", "463ac35c9f6413ad-a2fb4a1d1a96d312-1")];
+        type Row<'a> = (&'a [(&'a str, &'a str)], bool, Option<Format>, u64, usize, &'a str, usize, &'a str);
+        let rows: Vec<Row<'_>> = vec![
+            (&dd_c_w3c,     false, Some(Format::Datadog)     , 0x00f067aa0ba902b7, 0, "congo=x", 5, "merge: same trace, the traceparent parent wins, congo kept"),
+            (&dd_c_w3c,     true,  Some(Format::Datadog),      5,                  0, "",        2, "first: datadog alone, its parent, no tracestate merge"),
+            (&dd_other_w3c, false, Some(Format::Datadog),      5,                  1, "",        5, "merge: a different trace becomes a link"),
+            (&dd_other_w3c, true,  Some(Format::Datadog),      5,                  0, "",        2, "first: no span link"),
+            (&bad_dd_w3c,   false, Some(Format::TraceContext), 0x00f067aa0ba902b7, 0, "",        5, "merge: a bad datadog header falls through"),
+            (&bad_dd_w3c,   true,  None,                       0,                  0, "",        2, "first: the first format present is invalid, so a new trace"),
+            (&w3c_only,     true,  Some(Format::TraceContext), 0x00f067aa0ba902b7, 0, "congo=x", 3, "first: an absent format is skipped (dd-trace stops at the first configured one)"),
+            (&w3c_b3,       false, Some(Format::TraceContext), 0x00f067aa0ba902b7, 1, "",        5, "merge: b3 with another trace id is linked"),
+            (&w3c_b3,       true,  Some(Format::TraceContext), 0x00f067aa0ba902b7, 0, "",        3, "first: b3 is not read"),
+        ];
+        for (hs, first, winner, parent, links, others, read, why) in rows {
+            let opts = ExtractOptions { extract_first: first, ..ExtractOptions::default() };
+            let ext = extract_with(&headers(hs), DEFAULT_EXTRACT, &opts);
+            assert_eq!(ext.winner, winner, "{why}");
+            assert_eq!(ext.outcomes.len(), read, "{why}: {:?}", ext.outcomes);
+            match &ext.context {
+                Some(c) => {
+                    assert_eq!(c.parent_id, parent, "{why}");
+                    assert_eq!(c.links.len(), links, "{why}");
+                    assert_eq!(c.tracestate_others.join(","), others, "{why}");
+                }
+                None => assert_eq!((parent, links), (0, 0), "{why}"),
+            }
+            if first {
+                assert!(ext.conflicts.is_empty(), "{why}: no merge, no conflicts");
+            }
+        }
+    }
+
+    #[test]
+    fn extract_first_still_reads_baggage_and_b3_deny() {
+        let first = ExtractOptions {
+            extract_first: true,
+            ..ExtractOptions::default()
+        };
+        let ext = extract_with(
+            &headers(&[("traceparent", TP_C), ("baggage", "a=1")]),
+            DEFAULT_EXTRACT,
+            &first,
+        );
+        assert_eq!(ext.winner, Some(Format::TraceContext));
+        assert_eq!(
+            ext.baggage.as_ref().map(|b| b.as_bytes()),
+            Some(&b"a=1"[..])
+        );
+        assert_eq!(ext.outcomes.last().map(|o| o.0), Some(Format::Baggage));
+        let ext = extract_with(
+            &headers(&[("b3", "0"), ("traceparent", TP_C)]),
+            &[Format::B3, Format::TraceContext],
+            &first,
+        );
+        assert!(
+            ext.context.is_none(),
+            "b3: 0 is present, so it decides alone"
+        );
+        assert_eq!(ext.new_trace_priority, Some(0));
+        assert_eq!(ext.outcomes.len(), 1, "tracecontext not read");
+    }
+
+    /// The random flag follows the trace id (Level 2): kept when a `traceparent` with the same
+    /// trace id is merged, whichever format won; never taken from a linked trace.
+    #[test]
+    #[rustfmt::skip]
+    fn random_flag_follows_the_trace_id() {
+        const TP_C_03: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03";
+        let dd_c: Vec<(&str, &str)> = DD_C.to_vec();
+        let dd_c_w3c: Vec<(&str, &str)> = DD_C.iter().copied().chain([("traceparent", TP_C_03)]).collect();
+        let dd_low_w3c = vec![("x-datadog-trace-id", "11803532876627986230"), ("x-datadog-parent-id", "5"), ("traceparent", TP_C_03)];
+        let dd_other_w3c = vec![("x-datadog-trace-id", "123"), ("x-datadog-parent-id", "5"), ("traceparent", TP_C_03)];
+        let b3_w3c = vec![("x-b3-traceid", "4bf92f3577b34da6a3ce929d0e0e4736"), ("x-b3-spanid", "a2fb4a1d1a96d312"), ("traceparent", TP_C_03)];
+        let w3c_02 = vec![("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-02")];
+        type Row<'a> = (&'a [(&'a str, &'a str)], &'a [Format], bool, &'a str);
+        let rows: Vec<Row<'_>> = vec![
+            (&w3c_02,       DEFAULT_EXTRACT,                         true,  "traceparent alone: its flag"),
+            (&dd_c_w3c,     DEFAULT_EXTRACT,                         true,  "datadog wins, traceparent of the same trace id: flag kept"),
+            (&b3_w3c,       &[Format::B3Multi, Format::TraceContext], true,  "b3multi wins, same trace id: flag kept"),
+            (&dd_low_w3c,   DEFAULT_EXTRACT,                         false, "64-bit datadog vs 128-bit W3C: different traces, flag not taken"),
+            (&dd_other_w3c, DEFAULT_EXTRACT,                         false, "different trace id: linked, flag not taken"),
+            (&dd_c,         DEFAULT_EXTRACT,                         false, "no traceparent: unknown, so unset"),
+            (&dd_c_w3c,     &[Format::Datadog],                      false, "traceparent not configured: not read"),
+        ];
+        for (hs, formats, want, why) in rows {
+            let ctx = extract(&headers(hs), formats).context.expect(why);
+            assert_eq!(ctx.random_trace_id, want, "{why}");
+        }
+        let first = ExtractOptions { extract_first: true, ..ExtractOptions::default() };
+        let ctx = extract_with(&headers(&dd_c_w3c), DEFAULT_EXTRACT, &first).context.unwrap();
+        assert!(!ctx.random_trace_id, "extract_first: the traceparent behind datadog is not read");
+    }
+
+    #[test]
+    fn tracestate_discard_is_reported() {
+        let h = headers(&[("traceparent", TP_C), ("tracestate", "dd=s:2;o:rum,Bad=1")]);
+        let strict = ExtractOptions {
+            tracestate_invalid: TracestateInvalid::DiscardHeader,
+            ..ExtractOptions::default()
+        };
+        let ext = extract_with(&h, DEFAULT_EXTRACT, &strict);
+        assert_eq!(ext.tracestate_discarded, Some("tracestate_invalid_member"));
+        assert_eq!(ext.context.as_ref().unwrap().origin, None);
+        assert!(explain(&ext)
+            .iter()
+            .any(|l| l.contains("tracestate ignored whole")));
+        let ext = extract(&h, DEFAULT_EXTRACT);
+        assert_eq!(ext.tracestate_discarded, None);
+        assert_eq!(ext.context.unwrap().origin.as_deref(), Some("rum"));
+    }
+
     #[test]
     fn no_formats_or_nothing_present() {
         let ext = extract(&headers(&[("host", "x")]), DEFAULT_EXTRACT);
@@ -791,11 +953,13 @@ mod tests {
                 0..4,
             ),
             proptest::collection::vec("[a-z][a-z0-9]{0,6}=[A-Za-z0-9]{1,10}", 0..4),
+            any::<bool>(),
         )
-            .prop_map(|(low, high, prio, origin, tags, others)| {
+            .prop_map(|(low, high, prio, origin, tags, others, random)| {
                 let mut c = TraceContext::new_root((u128::from(high) << 64) | u128::from(low));
                 c.sampling_priority = prio;
                 c.origin = origin;
+                c.random_trace_id = random;
                 for (k, v) in tags {
                     // `_dd.p.dm` must be `-N` on the wire (a malformed one is dropped with a
                     // decoding error by design), so only well-formed values take part here.
@@ -832,10 +996,11 @@ mod tests {
             let mut want = ctx.clone();
             want.parent_id = span;
             want.tracestate_others.clear(); // not carried by datadog
+            want.random_trace_id = false; // a W3C flag: not carried by datadog
             prop_assert_eq!(got, want);
         }
 
-        /// tracecontext carries everything, but the priority only as far as §5 lets the
+        /// tracecontext carries everything (the random flag included), but the priority only as far as §5 lets the
         /// flag and `s` agree (kept as is for -1..=2) and "no decision" comes back as 0.
         #[test]
         fn tracecontext_round_trip(ctx in arb_ctx(), span in 1u64..) {
@@ -857,6 +1022,44 @@ mod tests {
                 want.parent_id = span;
                 want.sampling_priority = ctx.sampling_priority.map(|p| p.clamp(0, 2));
                 prop_assert_eq!(got, want);
+            }
+        }
+
+        /// extract_first gives exactly what the first format present gives alone (and the
+        /// baggage), never a merge: no links, no conflicts.
+        #[test]
+        fn extract_first_is_the_first_present_format_alone(pairs in proptest::collection::vec((
+            prop_oneof![
+                Just("x-datadog-trace-id"), Just("x-datadog-parent-id"), Just("x-datadog-sampling-priority"),
+                Just("traceparent"), Just("tracestate"), Just("b3"), Just("x-b3-traceid"), Just("x-b3-spanid"),
+                Just("baggage")],
+            prop_oneof![
+                Just("123".to_owned()), Just("5".to_owned()), Just("abc".to_owned()),
+                Just(TP_C.to_owned()), Just("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-02".to_owned()),
+                Just("dd=s:2;o:rum,congo=x".to_owned()), Just("463ac35c9f6413ad-a2fb4a1d1a96d312-1".to_owned()),
+                Just("0".to_owned()), Just("a=1".to_owned()), "[ -~]{0,20}"]), 0..8)) {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                if let Ok(v) = http::HeaderValue::from_str(&v) {
+                    h.append(k, v);
+                }
+            }
+            let first = ExtractOptions { extract_first: true, ..ExtractOptions::default() };
+            let ext = extract_with(&h, DEFAULT_EXTRACT, &first);
+            prop_assert!(ext.conflicts.is_empty());
+            let read: Vec<Format> = ext.outcomes.iter().map(|o| o.0).filter(|f| *f != Format::Baggage).collect();
+            let Some(&last) = read.last() else { unreachable!("datadog is always read") };
+            let alone = extract(&h, &[last]);
+            let mut want = alone.context.clone();
+            if let Some(c) = want.as_mut() {
+                c.baggage = ext.baggage.clone();
+            }
+            prop_assert_eq!(&ext.context, &want);
+            prop_assert_eq!(ext.new_trace_priority, alone.new_trace_priority);
+            prop_assert!(ext.context.as_ref().is_none_or(|c| c.links.is_empty()));
+            // Every format before the one that decided was absent.
+            for (f, o) in &ext.outcomes[..read.len() - 1] {
+                prop_assert!(*o == Outcome::Absent, "{:?} read before the decision but {:?}", f, o);
             }
         }
 

@@ -1,7 +1,8 @@
 //! Trace-context propagation: reading and writing the Datadog, W3C (traceparent/tracestate),
 //! B3 (single and multi) and baggage headers. Pure code, no I/O.
 //!
-//! `extract` runs the configured formats in order and reconciles them in `merge.rs`;
+//! `extract` runs the configured formats in order and reconciles them in `merge.rs` (or, with
+//! `extract_first`, reads only the first format present);
 //! `strip` removes every propagation header stitch knows; `inject` writes the chosen formats
 //! for one context with the edge span as parent. The wire rules are in
 //! `docs/propagation.md`; each format file cites the section it implements.
@@ -21,6 +22,7 @@ use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 pub use context::{new_span_id, new_trace_id, SpanLink, TraceContext};
+pub use w3c::TracestateInvalid;
 
 /// A wire format, named as the RUM SDK's `propagatorTypes` (plus `baggage`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -82,6 +84,56 @@ pub const DEFAULT_EXTRACT: &[Format] = &[
 /// Default inject formats.
 pub const DEFAULT_INJECT: &[Format] = &[Format::Datadog, Format::TraceContext, Format::Baggage];
 
+/// How extraction reads a request (the profile's `extract_first` and `tracestate_invalid`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExtractOptions {
+    /// dd-trace's `DD_TRACE_PROPAGATION_EXTRACT_FIRST`: the first trace-context format present
+    /// on the request decides alone (valid: its context; invalid: a new trace); later formats
+    /// are not read, so there is no tracestate merge, parent override or span link. Baggage is
+    /// still read.
+    pub extract_first: bool,
+    /// What an invalid `tracestate` member does (see [`TracestateInvalid`]).
+    pub tracestate_invalid: TracestateInvalid,
+}
+
+/// `extract_behavior` profile key (dd-trace's `DD_TRACE_PROPAGATION_BEHAVIOR_EXTRACT`): what
+/// stitch does with the incoming trace context. `crate::edge::plan` applies it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ExtractBehavior {
+    /// Continue the incoming trace.
+    #[default]
+    Continue,
+    /// Start a new trace with a span link to the incoming context
+    /// (`reason=propagation_behavior_extract`); baggage is kept. `trust = "none"` is the older
+    /// spelling.
+    Restart,
+    /// Read nothing: no context, no link, and no baggage (dd-trace drops it too).
+    Ignore,
+}
+
+impl ExtractBehavior {
+    /// Every value, as written in a config file.
+    pub const ALL: [ExtractBehavior; 3] = [
+        ExtractBehavior::Continue,
+        ExtractBehavior::Restart,
+        ExtractBehavior::Ignore,
+    ];
+
+    /// The config name (dd-trace's word).
+    pub fn name(self) -> &'static str {
+        match self {
+            ExtractBehavior::Continue => "continue",
+            ExtractBehavior::Restart => "restart",
+            ExtractBehavior::Ignore => "ignore",
+        }
+    }
+
+    /// Parse a config name (exact lowercase word).
+    pub fn parse(s: &str) -> Option<ExtractBehavior> {
+        ExtractBehavior::ALL.into_iter().find(|b| b.name() == s)
+    }
+}
+
 /// Outcome for one format on one request (metrics and `stitch explain`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -104,7 +156,8 @@ pub struct Extraction {
     pub context: Option<TraceContext>,
     /// Which format gave the trace id.
     pub winner: Option<Format>,
-    /// One per configured extract format, in order.
+    /// One per extract format read, in the configured order (with `extract_first`, the formats
+    /// after the first one present are not read and not listed, except `baggage`).
     pub outcomes: Vec<(Format, Outcome)>,
     /// Conflict kinds: `trace_id`, `parent_id`, `sampling`, `tid`.
     pub conflicts: Vec<&'static str>,
@@ -115,11 +168,44 @@ pub struct Extraction {
     /// When there is no context: a sampling priority the headers still asked for
     /// (`b3: 0` without ids means "drop"; the spec says honour it on the new trace).
     pub new_trace_priority: Option<i32>,
+    /// Why the `tracestate` was ignored whole (`tracestate_invalid = "discard_header"`).
+    pub tracestate_discarded: Option<&'static str>,
 }
 
-/// Extract `formats` (in order) from `headers` and merge them (see `merge.rs`).
+impl Extraction {
+    /// Nothing read (`extract_behavior = "ignore"`).
+    pub fn none() -> Extraction {
+        Extraction {
+            context: None,
+            winner: None,
+            outcomes: Vec::new(),
+            conflicts: Vec::new(),
+            notes: Vec::new(),
+            baggage: None,
+            new_trace_priority: None,
+            tracestate_discarded: None,
+        }
+    }
+}
+
+/// Extract `formats` (in order) from `headers` and merge them (see `merge.rs`), with the
+/// default options.
 pub fn extract(headers: &HeaderMap, formats: &[Format]) -> Extraction {
-    merge::extract(headers, formats)
+    merge::extract(headers, formats, &ExtractOptions::default())
+}
+
+/// [`extract`] with a profile's options.
+pub fn extract_with(headers: &HeaderMap, formats: &[Format], opts: &ExtractOptions) -> Extraction {
+    merge::extract(headers, formats, opts)
+}
+
+/// The incoming `tracestate` as read under `opts` (lines joined; `None` when absent, ignored,
+/// or the traceparent is not valid), for the span link of a restarted trace.
+pub fn raw_tracestate(headers: &HeaderMap, opts: &ExtractOptions) -> Option<String> {
+    let view = w3c::parse(headers, opts.tracestate_invalid)
+        .ok()
+        .flatten()?;
+    view.raw_tracestate().map(str::to_owned)
 }
 
 /// Human-readable lines saying what each format gave, which one won and why, and what was

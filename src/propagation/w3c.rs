@@ -6,22 +6,28 @@
 //!   forbidden; a version-00 header is exactly 55 characters; a higher version is read in
 //!   the version-00 positions and must have `-` or the end after the flags. All-zero ids
 //!   are invalid. A `traceparent` on more than one line is invalid (`duplicate_header`).
+//! - Trace flags are a bit field: 0x01 `sampled`, 0x02 `random-trace-id` (Level 2). Both are
+//!   read with a mask; every other bit is unknown and cleared on output.
 //! - If `traceparent` is absent or invalid, `tracestate` is not read at all.
 //! - `tracestate` lines are joined with `,`; empty members and spaces/tabs around members
-//!   are accepted; members with a bad key or value are dropped one by one; the first
-//!   occurrence of a key wins; at most 32 members are kept. A `tracestate` over 4096 bytes
-//!   or with non-ASCII bytes is ignored whole (the traceparent still counts).
+//!   are accepted; the first occurrence of a key wins. A `tracestate` over 4096 bytes or with
+//!   non-ASCII bytes is ignored whole (the traceparent still counts). What an invalid member
+//!   (bad key, bad or empty value, key or value over 256) or a 33rd member does depends on the
+//!   profile's [`TracestateInvalid`]: `drop_member` (default) drops that member alone and keeps
+//!   the first 32; `discard_header` ignores the whole header, `dd` member included.
 //! - Priority: flag `01` with `s` > 0 keeps `s`, with `s` ≤ 0 gives 1; flag `00` with `s` ≤ 0
 //!   keeps `s`, with `s` > 0 gives 0; without `s` the flag gives 1 or 0. (dd-trace-py's
 //!   `o:rum` exception is deliberately not followed.)
 //! - `dd` member: `s`, `o`, `p` (`0000000000000000` = none), `t.<k>` → `_dd.p.<k>` with `~`
 //!   read back as `=`; `t.tid` is ignored (traceparent carries the 128 bits); anything else
 //!   is kept raw and forwarded.
-//! - Inject: `00-<32 hex>-<span 16 hex>-<01|00>` (unknown flag bits cleared); tracestate
-//!   starts with the rewritten `dd` member (`s`, `o`, `p` = edge span, `t.tid`, `t.*`,
-//!   unknown sub-keys; at most 256 characters, parts that do not fit are dropped), then the
-//!   other members in order: at most 31 of them, and when the header would exceed 512
-//!   characters, members longer than 128 are dropped first, then members from the right.
+//! - Inject: `00-<32 hex>-<span 16 hex>-<flags>`, where flags are 0x01 for a keep and 0x02 when
+//!   the trace id is random (kept from the incoming traceparent of the same trace id, set on a
+//!   trace stitch starts; Level 2 makes keeping it a MUST); tracestate starts with the
+//!   rewritten `dd` member (`s`, `o`, `p` = edge span, `t.tid`, `t.*`, unknown sub-keys; at
+//!   most 256 characters, parts that do not fit are dropped), then the other members in order:
+//!   at most 31 of them, and when the header would exceed 512 characters, members longer than
+//!   128 are dropped first, then members from the right.
 
 use std::borrow::Cow;
 
@@ -52,6 +58,47 @@ pub const MAX_INCOMING_TRACESTATE: usize = 4096;
 /// Incoming `dd` member larger than this is ignored.
 const MAX_INCOMING_DD: usize = 512;
 
+/// trace-flags bit: the caller may have recorded the trace.
+pub const FLAG_SAMPLED: u8 = 0x01;
+/// trace-flags bit (Level 2): at least the right-most 7 bytes of the trace id are random.
+pub const FLAG_RANDOM: u8 = 0x02;
+
+/// `tracestate_invalid` profile key: what an invalid `tracestate` member (or a 33rd member)
+/// does to the header. The W3C processing model allows both ("If the `tracestate` header cannot
+/// be parsed the vendor MAY discard the entire header. Invalid `tracestate` entries MAY also be
+/// discarded."); the README says why `drop_member` is the default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TracestateInvalid {
+    /// Drop the invalid member alone and keep the first 32 members; the `dd` member survives a
+    /// bad neighbour.
+    #[default]
+    DropMember,
+    /// Ignore the whole header, the `dd` member included (the W3C test suite's strict level and
+    /// the OpenTelemetry SDKs).
+    DiscardHeader,
+}
+
+impl TracestateInvalid {
+    /// Every value, as written in a config file.
+    pub const ALL: [TracestateInvalid; 2] = [
+        TracestateInvalid::DropMember,
+        TracestateInvalid::DiscardHeader,
+    ];
+
+    /// The config name.
+    pub fn name(self) -> &'static str {
+        match self {
+            TracestateInvalid::DropMember => "drop_member",
+            TracestateInvalid::DiscardHeader => "discard_header",
+        }
+    }
+
+    /// Parse a config name (exact lowercase word).
+    pub fn parse(s: &str) -> Option<TracestateInvalid> {
+        TracestateInvalid::ALL.into_iter().find(|t| t.name() == s)
+    }
+}
+
 /// traceparent + tracestate of one request, parsed without allocating (except when
 /// `tracestate` arrives on several lines).
 #[derive(Clone, Debug)]
@@ -61,6 +108,10 @@ pub(crate) struct View<'a> {
     pub priority: Option<i32>,
     /// `p:` of the dd member, when non-zero.
     pub last_parent: Option<u64>,
+    /// trace-flags bit 0x02.
+    pub random: bool,
+    /// Why the tracestate was ignored whole under `discard_header` (`None`: it was not).
+    pub tracestate_discarded: Option<&'static str>,
     tracestate: Option<Cow<'a, str>>,
 }
 
@@ -127,6 +178,28 @@ fn tracestate(headers: &HeaderMap) -> Option<Cow<'_, str>> {
     }
 }
 
+/// Is every member valid, and are there at most 32? The reason when not. Empty members do not
+/// count (the spec allows them so that joined header lines stay valid); a repeated key is not
+/// invalid (the W3C test suite expects the header to be kept; the first one wins).
+pub(crate) fn check_tracestate(ts: &str) -> Result<(), &'static str> {
+    let mut n = 0;
+    for m in ts.split(',') {
+        let m = trim_ows(m);
+        if m.is_empty() {
+            continue;
+        }
+        match m.split_once('=') {
+            Some((k, v)) if key_ok(k) && value_ok(v) => {}
+            _ => return Err("tracestate_invalid_member"),
+        }
+        n += 1;
+        if n > MAX_MEMBERS {
+            return Err("tracestate_too_many_members");
+        }
+    }
+    Ok(())
+}
+
 fn key_ok(k: &str) -> bool {
     let b = k.as_bytes();
     match b.first() {
@@ -179,8 +252,11 @@ pub(crate) fn priority_from(sampled: bool, s: Option<i32>) -> i32 {
     }
 }
 
-/// Parse traceparent (+ tracestate). `Ok(None)`: no traceparent.
-pub(crate) fn parse(headers: &HeaderMap) -> Result<Option<View<'_>>, &'static str> {
+/// Parse traceparent (+ tracestate, under `policy`). `Ok(None)`: no traceparent.
+pub(crate) fn parse(
+    headers: &HeaderMap,
+    policy: TracestateInvalid,
+) -> Result<Option<View<'_>>, &'static str> {
     let tp = match field(headers, &N_TRACEPARENT) {
         Field::Absent => return Ok(None),
         Field::Duplicate => return Err("duplicate_header"),
@@ -188,8 +264,15 @@ pub(crate) fn parse(headers: &HeaderMap) -> Result<Option<View<'_>>, &'static st
         Field::Value(v) => v,
     };
     let (trace_id, parent_id, flags) = parse_traceparent(tp)?;
-    let sampled = flags & 1 == 1;
-    let ts = tracestate(headers);
+    let sampled = flags & FLAG_SAMPLED != 0;
+    let mut ts = tracestate(headers);
+    let mut tracestate_discarded = None;
+    if policy == TracestateInvalid::DiscardHeader {
+        if let Some(Err(reason)) = ts.as_deref().map(check_tracestate) {
+            tracestate_discarded = Some(reason);
+            ts = None;
+        }
+    }
     let mut s = None;
     let mut last_parent = None;
     if let Some(dd) = ts.as_deref().and_then(dd_member) {
@@ -206,6 +289,8 @@ pub(crate) fn parse(headers: &HeaderMap) -> Result<Option<View<'_>>, &'static st
         parent_id,
         priority: Some(priority_from(sampled, s)),
         last_parent,
+        random: flags & FLAG_RANDOM != 0,
+        tracestate_discarded,
         tracestate: ts,
     }))
 }
@@ -258,6 +343,7 @@ impl View<'_> {
         ctx.parent_id = self.parent_id;
         ctx.sampling_priority = self.priority;
         ctx.last_parent_id = self.last_parent;
+        ctx.random_trace_id = self.random;
         if let Some(dd) = self.tracestate.as_deref().and_then(dd_member) {
             let mut seen_o = false;
             for (k, v) in dd_fields(dd) {
@@ -282,9 +368,18 @@ impl View<'_> {
     }
 }
 
-/// Extract the W3C context. `Ok(None)`: no traceparent; `Err(reason)`: invalid.
+/// Extract the W3C context (invalid tracestate members dropped one by one). `Ok(None)`: no
+/// traceparent; `Err(reason)`: invalid.
 pub fn extract(headers: &HeaderMap) -> Result<Option<TraceContext>, &'static str> {
-    Ok(parse(headers)?.map(View::into_context))
+    extract_with(headers, TracestateInvalid::DropMember)
+}
+
+/// [`extract`] with the profile's tracestate policy.
+pub fn extract_with(
+    headers: &HeaderMap,
+    policy: TracestateInvalid,
+) -> Result<Option<TraceContext>, &'static str> {
+    Ok(parse(headers, policy)?.map(View::into_context))
 }
 
 /// Write `traceparent` and `tracestate` for `ctx` with `span_id` as the parent.
@@ -343,13 +438,20 @@ fn other_ok(m: &str) -> bool {
 }
 
 pub(crate) fn write(ctx: &TraceContext, span_id: u64, w: &mut Writer) {
-    let sampled = ctx.sampling_priority.is_some_and(|p| p > 0);
+    let mut flags = 0;
+    if ctx.sampling_priority.is_some_and(|p| p > 0) {
+        flags |= FLAG_SAMPLED;
+    }
+    if ctx.random_trace_id {
+        flags |= FLAG_RANDOM;
+    }
     w.begin();
     w.bytes(b"00-");
     w.hex(ctx.trace_id, 32);
     w.byte(b'-');
     w.hex(u128::from(span_id), 16);
-    w.bytes(if sampled { b"-01" } else { b"-00" });
+    w.byte(b'-');
+    w.hex(u128::from(flags), 2);
     w.end(&N_TRACEPARENT);
 
     w.begin();
@@ -647,5 +749,107 @@ mod tests {
         assert_eq!(priority_from(false, Some(-1)), -1);
         assert_eq!(priority_from(false, None), 0);
         assert_eq!(priority_from(true, None), 1);
+    }
+
+    /// Level 2 trace flags: 0x01 and 0x02 are read with a mask and kept on output; every other
+    /// bit is cleared. (traceparent in, random flag read, traceparent out with the edge span.)
+    #[test]
+    #[rustfmt::skip]
+    fn random_flag_table() {
+        let rows: &[(&str, bool, &str, &str)] = &[
+            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-02", true,  "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-02", "random, not sampled: 02 stays 02 (Level 1 wrote 00)"),
+            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03", true,  "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03", "random and sampled: 03 stays 03"),
+            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", false, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "unset stays unset (Level 2 MUST)"),
+            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", false, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", "nothing set"),
+            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-ff", true,  "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03", "unknown bits 0x04..0x80 cleared, the two known kept"),
+            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-fe", true,  "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-02", "random read with a mask, not by equality"),
+            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-05", false, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "0x04 is not the random bit"),
+            ("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0a-future", true, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-02", "higher version: flags read in the 00 positions, version written as 00"),
+            ("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-09-what-the-future-will-be-like", false, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "§10.12 unchanged: 09 is written as 01"),
+        ];
+        for &(tp, random, out, why) in rows {
+            let ctx = extract(&headers(&[("traceparent", tp)])).unwrap().unwrap();
+            assert_eq!(ctx.random_trace_id, random, "{why}");
+            let (got, _) = injected(&ctx);
+            assert_eq!(got, out, "{why}");
+        }
+        let mut fresh = TraceContext::new_trace();
+        fresh.sampling_priority = Some(1);
+        assert!(injected(&fresh).0.ends_with("-03"), "a trace stitch starts is random");
+        fresh.sampling_priority = Some(0);
+        assert!(injected(&fresh).0.ends_with("-02"));
+    }
+
+    /// `tracestate_invalid`: the same headers under both policies. Columns: tracestate lines,
+    /// priority, origin, other members kept, reason the header was discarded (discard_header).
+    /// The traceparent is TP_C (flag 01), so a lost `dd` member shows as priority 1 and no origin.
+    #[test]
+    #[rustfmt::skip]
+    fn tracestate_policy_table() {
+        use TracestateInvalid::{DiscardHeader, DropMember};
+        let key257 = format!("{}=1", "z".repeat(257));
+        let key256 = format!("{}=1", "z".repeat(256));
+        let with_key257 = format!("dd=s:2;o:rum,{key257},congo=x");
+        let with_key256 = format!("dd=s:2;o:rum,{key256}");
+        let others31: Vec<String> = (1..=31).map(|i| format!("k{i:02}=v")).collect();
+        let full32 = format!("dd=s:2;o:rum,{}", others31.join(","));
+        let over33 = format!("{full32},k32=v");
+        let full32_with_empties = format!(" ,{full32},,\t,");
+        let lines32: Vec<String> = others31.chunks(10).map(|c| c.join(",")).collect();
+        let long = format!("dd=s:2,big={}", "x".repeat(4100));
+        type Row<'a> = (Vec<&'a str>, TracestateInvalid, i32, Option<&'a str>, &'a str, Option<&'a str>, &'a str);
+        let o31 = others31.join(",");
+        let rows: Vec<Row<'_>> = vec![
+            (vec!["dd=s:2;o:rum,congo=x"],          DropMember,    2, Some("rum"), "congo=x", None, "valid header: kept"),
+            (vec!["dd=s:2;o:rum,congo=x"],          DiscardHeader, 2, Some("rum"), "congo=x", None, "valid header: kept"),
+            (vec!["dd=s:2;o:rum,foo=,congo=x"],     DropMember,    2, Some("rum"), "congo=x", None, "empty value: that member alone is dropped, dd survives"),
+            (vec!["dd=s:2;o:rum,foo=,congo=x"],     DiscardHeader, 1, None,        "",        Some("tracestate_invalid_member"), "empty value: whole header ignored, dd with it"),
+            (vec!["FOO=1,dd=s:2;o:rum,congo=x"],    DropMember,    2, Some("rum"), "congo=x", None, "uppercase key dropped alone"),
+            (vec!["FOO=1,dd=s:2;o:rum,congo=x"],    DiscardHeader, 1, None,        "",        Some("tracestate_invalid_member"), "uppercase key: header ignored"),
+            (vec!["foo=bar=baz,dd=s:2;o:rum"],      DropMember,    2, Some("rum"), "",        None, "= in a value: member dropped"),
+            (vec!["foo=bar=baz,dd=s:2;o:rum"],      DiscardHeader, 1, None,        "",        Some("tracestate_invalid_member"), "= in a value: header ignored"),
+            (vec!["@foo=1,dd=s:2;o:rum,bar=2"],     DiscardHeader, 1, None,        "",        Some("tracestate_invalid_member"), "key starting with @: header ignored (W3C test suite)"),
+            (vec!["foo@=1,dd=s:2;o:rum,bar=2"],     DiscardHeader, 2, Some("rum"), "foo@=1,bar=2", None, "@ inside a key is valid (current key grammar)"),
+            (vec![with_key257.as_str()],            DropMember,    2, Some("rum"), "congo=x", None, "key of 257: member dropped"),
+            (vec![with_key257.as_str()],            DiscardHeader, 1, None,        "",        Some("tracestate_invalid_member"), "key of 257: header ignored"),
+            (vec![with_key256.as_str()],            DiscardHeader, 2, Some("rum"), key256.as_str(), None, "key of 256: valid"),
+            (vec!["dd=,congo=x"],                   DropMember,    1, None,        "congo=x", None, "an invalid dd member is dropped like any other"),
+            (vec!["dd=,congo=x"],                   DiscardHeader, 1, None,        "",        Some("tracestate_invalid_member"), "an invalid dd member discards the header"),
+            (vec![full32.as_str()],                 DiscardHeader, 2, Some("rum"), o31.as_str(), None, "32 members: kept"),
+            (vec![full32_with_empties.as_str()],    DiscardHeader, 2, Some("rum"), o31.as_str(), None, "empty members do not count toward 32"),
+            (vec![over33.as_str()],                 DropMember,    2, Some("rum"), o31.as_str(), None, "33 members: the first 32 kept, dd among them"),
+            (vec![over33.as_str()],                 DiscardHeader, 1, None,        "",        Some("tracestate_too_many_members"), "33 members: header ignored"),
+            (vec!["dd=s:2;o:rum,foo=1,foo=2"],      DiscardHeader, 2, Some("rum"), "foo=1", None, "a repeated key is not invalid: first wins (W3C test suite keeps the header)"),
+            (vec!["dd=s:2;o:rum,foo=1,foo=2"],      DropMember,    2, Some("rum"), "foo=1", None, "a repeated key: first wins"),
+            (vec![""],                              DiscardHeader, 1, None,        "",        None, "an empty header must be accepted"),
+            (vec![long.as_str()],                   DiscardHeader, 1, None,        "",        None, "over 4096 bytes: ignored whole under both policies (size rule)"),
+            (vec![long.as_str()],                   DropMember,    1, None,        "",        None, "over 4096 bytes: ignored whole under both policies (size rule)"),
+        ];
+        let mut split = vec![("traceparent", TP_C), ("tracestate", "dd=s:2;o:rum")];
+        split.extend(lines32.iter().map(|l| ("tracestate", l.as_str())));
+        let split = headers(&split);
+        let view = parse(&split, DiscardHeader).unwrap().unwrap();
+        assert_eq!(view.tracestate_discarded, None, "32 members over 5 lines (W3C test suite): kept");
+        assert_eq!(view.into_context().tracestate_others.join(","), o31);
+        for (lines, policy, prio, origin, others, discarded, why) in rows {
+            let mut hs = vec![("traceparent", TP_C)];
+            hs.extend(lines.iter().map(|l| ("tracestate", *l)));
+            let hs = headers(&hs);
+            let view = parse(&hs, policy).unwrap().unwrap();
+            assert_eq!(view.tracestate_discarded, discarded, "{why} ({})", policy.name());
+            let c = view.into_context();
+            assert_eq!(c.sampling_priority, Some(prio), "{why} ({})", policy.name());
+            assert_eq!(c.origin.as_deref(), origin, "{why} ({})", policy.name());
+            assert_eq!(c.tracestate_others.join(","), others, "{why} ({})", policy.name());
+        }
+    }
+
+    #[test]
+    fn tracestate_invalid_names() {
+        for t in TracestateInvalid::ALL {
+            assert_eq!(TracestateInvalid::parse(t.name()), Some(t));
+        }
+        assert_eq!(TracestateInvalid::parse("discard"), None);
+        assert_eq!(TracestateInvalid::default(), TracestateInvalid::DropMember);
     }
 }

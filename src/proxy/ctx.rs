@@ -9,6 +9,7 @@ use http::HeaderValue;
 
 use super::inspect::Capture;
 use crate::edge::TracePlan;
+use crate::forwarded::Client;
 use crate::runtime::{RouteRuntime, Runtime};
 
 /// Counts a request as in flight for as long as it lives (graceful shutdown waits on it).
@@ -53,6 +54,17 @@ pub struct Ctx {
     pub trace: Option<TracePlan>,
     /// What the request inspector records, gathered only while it is on.
     pub inspect: Capture,
+    /// The listener's `Strict-Transport-Security` value, sent on every response.
+    pub hsts: Option<HeaderValue>,
+    /// A gRPC response's `grpc-status` and `grpc-message` (from its trailers, or its headers
+    /// for a trailers-only answer).
+    pub grpc_status: Option<(u32, String)>,
+    /// The client, found through the trusted proxies (absent when the peer is unknown).
+    pub client: Option<Client>,
+    /// `"https"` on a TLS listener, else `"http"`.
+    pub scheme: &'static str,
+    /// The request's `X-Request-Id` (absent on routes with `request_id = false`).
+    pub request_id: Option<HeaderValue>,
     _inflight: InflightGuard,
 }
 
@@ -73,7 +85,28 @@ impl Ctx {
             preflight_answered: false,
             trace: None,
             inspect: Capture::default(),
+            hsts: None,
+            grpc_status: None,
+            client: None,
+            scheme: "http",
+            request_id: None,
         }
+    }
+
+    /// Note a gRPC status carried by response headers or trailers.
+    pub fn note_grpc_status(&mut self, headers: &http::HeaderMap) {
+        let Some(code) = headers
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok())
+        else {
+            return;
+        };
+        let message = headers
+            .get("grpc-message")
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default();
+        self.grpc_status = Some((code, message));
     }
 
     /// The matched route, if any.

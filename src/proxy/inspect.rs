@@ -80,12 +80,12 @@ pub(super) fn record(
         method: req.method.clone(),
         path: req.uri.path().into(),
         status,
-        // The TCP peer; issue 18's real client address and request id replace these two.
-        client: session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip()),
-        request_id: None,
+        // The client found through the trusted proxies, and the request id sent upstream.
+        client: ctx.client.map(|c| c.ip),
+        request_id: ctx
+            .request_id
+            .as_ref()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into()),
         preflight: ctx.preflight_answered,
         cors,
         refused_headers: std::mem::take(&mut ctx.inspect.refused_headers),

@@ -9,8 +9,10 @@ use pingora::proxy::Session;
 
 use super::Ctx;
 use crate::config::AccessLogFormat;
+use crate::forwarded;
 use crate::inspect::rfc3339_millis;
 use crate::propagation::baggage;
+use crate::runtime::Runtime;
 use crate::span::{EdgeSpan, SpanError, SpanLink};
 
 /// Record the span and the access log line of a finished request.
@@ -24,7 +26,7 @@ pub(super) fn finish(session: &Session, ctx: &mut Ctx, status: u16, elapsed: Dur
     };
     let spans = &rt.export.sink;
     if spans.is_enabled() {
-        if let Some(span) = edge_span(session, ctx, idx, status, elapsed) {
+        if let Some(span) = edge_span(&rt, session, ctx, idx, status, elapsed) {
             spans.submit(span);
         }
     }
@@ -34,13 +36,13 @@ pub(super) fn finish(session: &Session, ctx: &mut Ctx, status: u16, elapsed: Dur
 }
 
 fn edge_span(
+    rt: &Runtime,
     session: &Session,
     ctx: &mut Ctx,
     idx: usize,
     status: u16,
     elapsed: Duration,
 ) -> Option<EdgeSpan> {
-    let rt = ctx.rt.clone();
     let plan = ctx.trace.as_mut()?;
     let route = &rt.routes[idx];
     let req = session.req_header();
@@ -65,6 +67,11 @@ fn edge_span(
                 .error_message
                 .clone()
                 .unwrap_or_else(|| kind.to_string()),
+        })
+    } else if let Some((code, message)) = ctx.grpc_status.as_ref().filter(|(c, _)| *c != 0) {
+        Some(SpanError {
+            kind: format!("grpc_status_{code}"),
+            message: format!("gRPC status {code} {}: {message}", grpc_code_name(*code)),
         })
     } else if status >= 500 {
         Some(SpanError {
@@ -92,10 +99,7 @@ fn edge_span(
         path,
         status,
         upstream: ctx.upstream.clone(),
-        client_addr: session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string()),
+        client_addr: ctx.client.map(|c| forwarded::ip_string(c.ip)),
         user_agent: header(http::header::USER_AGENT),
         origin: c.origin.clone(),
         sampling_priority: plan.decision.priority,
@@ -126,15 +130,46 @@ fn edge_span(
             http::Version::HTTP_3 => "3",
             _ => "1.1",
         })),
-        scheme: Some(Cow::Borrowed("http")),
-        host: header(http::header::HOST),
+        scheme: Some(Cow::Borrowed(ctx.scheme)),
+        // HTTP/2 carries the host in `:authority`, which Pingora keeps in the URI.
+        host: header(http::header::HOST)
+            .or_else(|| req.uri.authority().map(|a| a.as_str().to_string())),
         baggage: match &c.baggage {
             Some(raw) => baggage::tags(raw.as_bytes(), &route.profile.baggage_tags),
             None => Vec::new(),
         },
+        request_id: ctx
+            .request_id
+            .as_ref()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
     })
 }
 
+/// The canonical name of a gRPC status code (grpc/doc/statuscodes.md).
+fn grpc_code_name(code: u32) -> &'static str {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    NAMES.get(code as usize).copied().unwrap_or("UNKNOWN_CODE")
+}
+
+/// `https` when the client's connection is TLS.
 fn access_line(session: &Session, ctx: &Ctx, status: u16, elapsed: Duration, idx: Option<usize>) {
     let req = session.req_header();
     let rt = &ctx.rt;
@@ -148,6 +183,15 @@ fn access_line(session: &Session, ctx: &Ctx, status: u16, elapsed: Duration, idx
         None => (String::new(), String::new(), String::new()),
     };
     let svc = &rt.service;
+    let client = ctx
+        .client
+        .map(|c| forwarded::ip_string(c.ip))
+        .unwrap_or_default();
+    let request_id = ctx
+        .request_id
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let line = match rt.access_log.format {
         AccessLogFormat::Json => {
             let v = serde_json::json!({
@@ -158,6 +202,8 @@ fn access_line(session: &Session, ctx: &Ctx, status: u16, elapsed: Duration, idx
                 "status": status,
                 "duration_ms": elapsed.as_secs_f64() * 1000.0,
                 "upstream": ctx.upstream.as_deref(),
+                "client": client,
+                "request_id": request_id,
                 "dd.trace_id": trace_low,
                 "trace_id": trace_hex,
                 "dd.span_id": span,
@@ -168,13 +214,15 @@ fn access_line(session: &Session, ctx: &Ctx, status: u16, elapsed: Duration, idx
             v.to_string()
         }
         AccessLogFormat::Text => format!(
-            "{} {} {} route={} status={} duration_ms={:.3} dd.trace_id={} trace_id={} dd.span_id={} dd.service={} dd.env={} dd.version={}",
+            "{} {} {} route={} status={} duration_ms={:.3} client={} request_id={} dd.trace_id={} trace_id={} dd.span_id={} dd.service={} dd.env={} dd.version={}",
             rfc3339_millis(std::time::SystemTime::now()),
             req.method,
             req.uri.path(),
             route,
             status,
             elapsed.as_secs_f64() * 1000.0,
+            client,
+            request_id,
             trace_low,
             trace_hex,
             span,

@@ -2,8 +2,10 @@
 //! (`edge`, `cors`, `propagation`, `sampling`) through `request` and `respond`, and apply the
 //! answer. Per-request state, with the request's runtime snapshot, lives in [`Ctx`].
 
+pub mod accept;
 pub mod ctx;
 pub mod echo;
+pub mod handshake;
 mod inspect;
 mod log;
 mod request;
@@ -14,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -22,6 +25,7 @@ use pingora::upstreams::peer::HttpPeer;
 pub use ctx::Ctx;
 pub use respond::error_body;
 
+use crate::config::ListenerBehaviour;
 use crate::inspect::Inspector;
 use crate::metrics::Metrics;
 use crate::runtime::Live;
@@ -29,7 +33,8 @@ use crate::runtime::Live;
 /// Distinct header names `stitch_cors_refused_header_total` keeps before folding into `other`.
 const MAX_REFUSED_HEADER_LABELS: usize = 64;
 
-/// The proxy application: the live runtime and what outlives every runtime.
+/// The proxy application of one group of listeners that behave alike: the live runtime, what
+/// outlives every runtime (shared by every group), and what these listeners do.
 pub struct Stitch {
     pub live: Arc<Live>,
     pub metrics: Arc<Metrics>,
@@ -42,7 +47,11 @@ pub struct Stitch {
     pub draining: Arc<AtomicBool>,
     /// Header names already used as `stitch_cors_refused_header_total` labels. Clients choose
     /// these names, so the label set is capped; later names are counted as `other`.
-    refused_labels: Mutex<HashSet<String>>,
+    refused_labels: Arc<Mutex<HashSet<String>>>,
+    /// The redirect to HTTPS (its port) of these listeners, if they redirect.
+    redirect_to_https: Option<u16>,
+    /// The `Strict-Transport-Security` value of these listeners.
+    hsts: Option<HeaderValue>,
 }
 
 impl Stitch {
@@ -53,7 +62,26 @@ impl Stitch {
             inspector,
             inflight: Arc::new(AtomicUsize::new(0)),
             draining: Arc::new(AtomicBool::new(false)),
-            refused_labels: Mutex::new(HashSet::new()),
+            refused_labels: Arc::new(Mutex::new(HashSet::new())),
+            redirect_to_https: None,
+            hsts: None,
+        }
+    }
+
+    /// The application of listeners that behave as `serve` says, sharing this one's state.
+    pub fn serving(&self, serve: &ListenerBehaviour) -> Stitch {
+        Stitch {
+            live: self.live.clone(),
+            metrics: self.metrics.clone(),
+            inspector: self.inspector.clone(),
+            inflight: self.inflight.clone(),
+            draining: self.draining.clone(),
+            refused_labels: self.refused_labels.clone(),
+            redirect_to_https: serve.redirect_to_https,
+            hsts: serve
+                .hsts
+                .as_deref()
+                .and_then(|v| HeaderValue::from_str(v).ok()),
         }
     }
 
@@ -81,6 +109,7 @@ impl ProxyHttp for Stitch {
     /// Connection accepted, request not read yet: take the current runtime for this request.
     fn new_ctx(&self) -> Ctx {
         let mut ctx = Ctx::new(self.live.snapshot(), &self.inflight);
+        ctx.hsts = self.hsts.clone();
         ctx.inspect.on = self.inspector.is_on();
         ctx
     }
@@ -90,12 +119,36 @@ impl ProxyHttp for Stitch {
     /// request; stitch never compresses, so it is left out.
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
-    /// Request head read: route, CORS preflight, trace plan; stitch's own answers end here.
+    /// Request head read: the redirect to HTTPS, or route, CORS preflight, trace plan;
+    /// stitch's own answers end here.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         if self.draining.load(Ordering::Relaxed) {
             session.set_keepalive(None);
         }
+        if let Some(port) = self.redirect_to_https {
+            respond::redirect_to_https(session, ctx, port).await?;
+            return Ok(true);
+        }
         request::handle(self, session, ctx).await
+    }
+
+    /// A piece of the request body about to go upstream. An HTTP/2 client that learns the
+    /// body's end only after its last data (curl -T -, streaming clients, HTTP/2 to origin)
+    /// ends it with an empty DATA frame; Pingora 0.9 writes that empty piece to a chunked
+    /// HTTP/1.1 upstream as a terminator and then writes the terminator again, which
+    /// desynchronises the kept-alive connection (cloudflare/pingora#935). The empty last piece
+    /// is dropped: the end of the body alone makes Pingora write the one terminator.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
+        if end_of_stream && body.as_ref().is_some_and(|b| b.is_empty()) {
+            *body = None;
+        }
+        Ok(())
     }
 
     /// Before connecting: the next healthy server of the route's pool.
@@ -103,29 +156,38 @@ impl ProxyHttp for Stitch {
         request::upstream_peer(ctx)
     }
 
-    /// Request head about to go upstream: the trace headers rewritten.
+    /// Request head about to go upstream: trace headers rewritten, forwarding headers and the
+    /// request id written.
     async fn upstream_request_filter(
         &self,
         _session: &mut Session,
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let route = ctx.route.and_then(|i| ctx.rt.routes.get(i));
-        if let (Some(route), Some(plan)) = (route, &ctx.trace) {
-            request::rewrite(&ctx.rt, route, upstream_request, plan, &mut ctx.inspect);
-        }
-        ctx.inspect.sent(upstream_request);
+        request::upstream_request(ctx, upstream_request);
         Ok(())
     }
 
-    /// Upstream response head about to go to the client: CORS headers added.
+    /// Upstream response head about to go to the client: CORS headers and the request id added.
     async fn response_filter(
         &self,
         _session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        ctx.note_grpc_status(&resp.headers);
         respond::decorate(resp, ctx)
+    }
+
+    /// Upstream trailers about to go to the client: a gRPC status noted for the span.
+    async fn response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        trailers: &mut http::HeaderMap,
+        ctx: &mut Ctx,
+    ) -> Result<Option<bytes::Bytes>> {
+        ctx.note_grpc_status(trailers);
+        Ok(None)
     }
 
     /// Proxying failed: stitch answers with the status and a JSON body saying why.

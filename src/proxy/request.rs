@@ -16,8 +16,10 @@ use super::{echo, Ctx, Stitch};
 use crate::config::Target;
 use crate::cors::{self, PreflightDecision, PreflightMode};
 use crate::edge::{self, HeaderEdit, TracePlan};
+use crate::forwarded::{self, Hop};
 use crate::inspect;
 use crate::propagation::{Format, Outcome};
+use crate::request_id;
 use crate::routing::host_part;
 use crate::runtime::{FormatCounters, RouteRuntime, Runtime};
 use crate::sampling::Source;
@@ -38,6 +40,9 @@ impl HeaderEdit for RequestHeader {
 /// The whole request phase. `Ok(true)`: stitch answered the request itself.
 pub(super) async fn handle(app: &Stitch, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
     let rt = ctx.rt.clone();
+    ctx.scheme = scheme(session);
+    ctx.client = peer_ip(session)
+        .map(|peer| forwarded::resolve(peer, &session.req_header().headers, &rt.trusted_proxies));
     let found = {
         let req = session.req_header();
         rt.router.find(request_host(req), req.uri.path())
@@ -66,7 +71,12 @@ pub(super) async fn handle(app: &Stitch, session: &mut Session, ctx: &mut Ctx) -
     };
     ctx.route = Some(idx);
     let route = &rt.routes[idx];
-    let client = client_ip(session);
+    let client = ctx.client.map(|c| c.ip);
+    if route.request_id {
+        let (id, outcome) = request_id::decide(&session.req_header().headers);
+        rt.request_ids[outcome.index()].inc();
+        ctx.request_id = Some(id);
+    }
 
     if let Some(policy) = &route.cors {
         let req = session.req_header();
@@ -149,11 +159,8 @@ pub(super) async fn handle(app: &Stitch, session: &mut Session, ctx: &mut Ctx) -
 
     if route.target == Target::Echo {
         let mut req = session.req_header().clone();
-        if let Some(plan) = &ctx.trace {
-            rewrite(&rt, route, &mut req, plan, &mut ctx.inspect);
-        }
-        ctx.inspect.sent(&req);
-        let body = echo::body(&req);
+        upstream_request(ctx, &mut req);
+        let body = echo::body(&req, client);
         let extra = cors_headers(route.cors.as_ref(), ctx.allowed_origin.as_ref());
         respond(session, ctx, 200, Some("application/json"), body, extra).await?;
         return Ok(true);
@@ -188,6 +195,13 @@ fn plan(
                 .inc(),
         }
     }
+    // tracestate_invalid = "discard_header": the header was malformed and treated as absent.
+    if let Some(reason) = plan.extraction.tracestate_discarded {
+        app.metrics
+            .propagation_invalid
+            .with_label_values(&[Format::TraceContext.name(), reason])
+            .inc();
+    }
     for kind in &plan.extraction.conflicts {
         app.metrics
             .propagation_conflicts
@@ -212,9 +226,53 @@ fn plan(
     plan
 }
 
-/// Rewrite the trace headers of a request going upstream (also what the echo shows) and count
-/// the formats written; the inspector, when on, keeps the headers written.
-pub(super) fn rewrite(
+/// The request head as it goes upstream (also what the echo shows): trace headers rewritten,
+/// forwarding headers written, the request id set; the inspector, when on, keeps the trace
+/// headers sent.
+pub(super) fn upstream_request(ctx: &mut Ctx, req: &mut RequestHeader) {
+    let scheme = ctx.scheme;
+    // Field by field, so the inspector's capture can be written while the route is read.
+    let Ctx {
+        rt,
+        route,
+        trace,
+        client,
+        request_id,
+        inspect,
+        ..
+    } = ctx;
+    let Some(route) = route.and_then(|i| rt.routes.get(i)) else {
+        return;
+    };
+    if let Some(plan) = trace {
+        rewrite(rt, route, req, plan, inspect);
+    }
+    if let (Some(client), false) = (&*client, route.forwarded_headers.is_empty()) {
+        let host = match req.headers.get(http::header::HOST) {
+            Some(h) => Some(h.clone()),
+            None => req
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+        };
+        let hop = Hop {
+            client,
+            scheme,
+            host,
+        };
+        let edits = forwarded::edits(&route.forwarded_headers, &hop, &req.headers);
+        forwarded::apply(edits, req);
+    }
+    if let Some(id) = request_id {
+        let _ = req.insert_header("x-request-id", id.clone());
+    }
+    // A pass-through route rewrites nothing: what it sends are the headers as they came.
+    inspect.sent(req);
+}
+
+/// Rewrite the trace headers of a request going upstream and count the formats written; the
+/// inspector, when on, keeps the headers written.
+fn rewrite(
     rt: &Runtime,
     route: &RouteRuntime,
     req: &mut RequestHeader,
@@ -240,27 +298,28 @@ pub(super) fn rewrite(
 
 /// The next healthy server of the route's pool, as a peer Pingora can connect to.
 pub(super) fn upstream_peer(ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-    let rt = ctx.rt.clone();
-    let route = ctx
-        .route()
-        .ok_or_else(|| pingora::Error::explain(ErrorType::InternalError, "no route"))?;
-    let pool = rt.pool(route).ok_or_else(|| {
-        pingora::Error::explain(ErrorType::InternalError, "route has no upstream pool")
-    })?;
-    let server = pool.select().ok_or_else(|| {
-        let mut e = pingora::Error::explain(
-            ErrorType::Custom("no_healthy_upstream"),
-            format!("no healthy server in upstream \"{}\"", pool.cfg.name),
-        );
-        e.esource = ErrorSource::Upstream;
-        e
-    })?;
-    ctx.upstream = Some(server.label.clone());
-    Ok(Box::new((*server.peer).clone()))
+    let (peer, label) = {
+        let route = ctx
+            .route()
+            .ok_or_else(|| pingora::Error::explain(ErrorType::InternalError, "no route"))?;
+        let pool = ctx.rt.pool(route).ok_or_else(|| {
+            pingora::Error::explain(ErrorType::InternalError, "route has no upstream pool")
+        })?;
+        pool.select().ok_or_else(|| {
+            let mut e = pingora::Error::explain(
+                ErrorType::Custom("no_healthy_upstream"),
+                format!("no healthy server in upstream \"{}\"", pool.cfg.name),
+            );
+            e.esource = ErrorSource::Upstream;
+            e
+        })?
+    };
+    ctx.upstream = Some(label);
+    Ok(peer)
 }
 
 /// The host a request is for: the `Host` header, or the URI authority (HTTP/2).
-fn request_host(req: &RequestHeader) -> &str {
+pub(super) fn request_host(req: &RequestHeader) -> &str {
     let raw = req
         .headers
         .get(http::header::HOST)
@@ -270,9 +329,18 @@ fn request_host(req: &RequestHeader) -> &str {
     host_part(raw)
 }
 
-fn client_ip(session: &Session) -> Option<IpAddr> {
+/// The connection's peer: the socket's, or the one a PROXY protocol header gave.
+fn peer_ip(session: &Session) -> Option<IpAddr> {
     session
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip())
+}
+
+/// `"https"` when the client connection is TLS.
+fn scheme(session: &Session) -> &'static str {
+    match session.digest().and_then(|d| d.ssl_digest.as_ref()) {
+        Some(_) => "https",
+        None => "http",
+    }
 }

@@ -21,7 +21,10 @@ pub async fn respond(
     body: Vec<u8>,
     extra: Vec<(&'static str, HeaderValue)>,
 ) -> Result<()> {
-    let mut resp = ResponseHeader::build(status, Some(3 + extra.len()))?;
+    let mut resp = ResponseHeader::build(status, Some(4 + extra.len()))?;
+    if let Some(hsts) = &ctx.hsts {
+        resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone())?;
+    }
     if let Some(ct) = content_type {
         resp.insert_header(http::header::CONTENT_TYPE, ct)?;
     }
@@ -34,6 +37,9 @@ pub async fn respond(
         // A `'static` name spares Pingora a copy of it in its case map.
         resp.append_header(k, v)?;
     }
+    if let Some(id) = &ctx.request_id {
+        resp.insert_header("x-request-id", id.clone())?;
+    }
     ctx.answered = status;
     let head_only = session.req_header().method == http::Method::HEAD;
     session
@@ -45,6 +51,51 @@ pub async fn respond(
             .await?;
     }
     Ok(())
+}
+
+/// A plain listener's answer to every request: 308 to the same host and target over HTTPS
+/// on `port` (left out when 443). A request without a host gets a 400.
+pub(super) async fn redirect_to_https(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    port: u16,
+) -> Result<()> {
+    let req = session.req_header();
+    let host = match super::request::request_host(req) {
+        h if h.contains(':') => format!("[{h}]"),
+        h => h.to_string(),
+    };
+    if host.is_empty() {
+        let body = error_body("bad_request", "no Host to redirect to", None);
+        return respond(
+            session,
+            ctx,
+            400,
+            Some("application/json"),
+            body,
+            Vec::new(),
+        )
+        .await;
+    }
+    let target = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let location = match port {
+        443 => format!("https://{host}{target}"),
+        _ => format!("https://{host}:{port}{target}"),
+    };
+    let Ok(location) = HeaderValue::from_str(&location) else {
+        let body = error_body("bad_request", "the Host cannot be redirected", None);
+        return respond(
+            session,
+            ctx,
+            400,
+            Some("application/json"),
+            body,
+            Vec::new(),
+        )
+        .await;
+    };
+    let extra = vec![("location", location)];
+    respond(session, ctx, 308, None, Vec::new(), extra).await
 }
 
 /// A JSON error body: `{"error": kind, "message": text, "route": ...}`.
@@ -132,9 +183,16 @@ pub(super) fn classify(e: &pingora::Error) -> (&'static str, u16) {
     }
 }
 
-/// Add the CORS headers of an allowed origin to an upstream's response, without duplicating
-/// any the upstream already sent.
+/// Add the request id and the CORS headers of an allowed origin to an upstream's response,
+/// without duplicating any the upstream already sent.
 pub(super) fn decorate(resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
+    if let Some(hsts) = &ctx.hsts {
+        resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone())?;
+    }
+    if let Some(id) = &ctx.request_id {
+        // The id stitch sent upstream and logged, even if the upstream answered with another.
+        resp.insert_header("x-request-id", id.clone())?;
+    }
     let Some(route) = ctx.route() else {
         return Ok(());
     };

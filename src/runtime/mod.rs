@@ -9,6 +9,7 @@ mod export;
 pub mod pool;
 pub mod reload;
 mod route;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -16,12 +17,14 @@ use arc_swap::ArcSwap;
 use prometheus::IntCounter;
 
 pub use export::ExportHandle;
-pub use pool::Pool;
+pub use pool::{EndpointFeed, Pool};
 pub use route::RouteRuntime;
 
 use crate::config::{AccessLog, Config, ServiceSettings, Target};
+use crate::forwarded::TrustedProxies;
 use crate::metrics::Metrics;
 use crate::propagation::Format;
+use crate::request_id::Outcome;
 use crate::routing::Router;
 
 /// One compiled configuration.
@@ -42,6 +45,12 @@ pub struct Runtime {
     pub service: ServiceSettings,
     pub export: Arc<ExportHandle>,
     pub formats: FormatCounters,
+    /// The TLS listeners' certificates, read by each new handshake.
+    pub certificates: tls::CertificateStore,
+    /// Whose `X-Forwarded-For` is believed (`[server] trusted_proxies`, reloadable).
+    pub trusted_proxies: TrustedProxies,
+    /// `stitch_request_ids_total` handles, in `request_id::Outcome::LABELS` order.
+    pub request_ids: [IntCounter; 3],
 }
 
 /// `stitch_propagation_{extracted,injected}_total` handles by format.
@@ -70,13 +79,14 @@ pub type Task = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 
 
 /// Compile `config` into a runtime. Pools and the exporter whose settings did not change are
 /// taken over from `previous` (their connections, health and queues continue); new ones come
-/// with the tasks that keep them running.
+/// with the tasks that keep them running. Pools of Kubernetes Services read `feed`.
 pub fn compile(
     config: Config,
     hash: String,
     generation: u64,
     metrics: &Arc<Metrics>,
     previous: Option<&Runtime>,
+    feed: Option<&Arc<dyn EndpointFeed>>,
 ) -> Result<(Runtime, Vec<Task>), String> {
     let mut tasks: Vec<Task> = Vec::new();
     let mut pools = Vec::new();
@@ -85,7 +95,7 @@ pub fn compile(
         let pool = match kept {
             Some(pool) => pool,
             None => {
-                let pool = Arc::new(Pool::new(up.clone())?);
+                let pool = Arc::new(Pool::new(up.clone(), feed)?);
                 tasks.push(Box::pin(Pool::maintain(&pool)));
                 pool
             }
@@ -107,6 +117,7 @@ pub fn compile(
             Arc::new(handle)
         }
     };
+    let certificates = tls::store(&config)?;
     let routes = config
         .routes
         .iter()
@@ -116,7 +127,7 @@ pub fn compile(
         config
             .routes
             .iter()
-            .map(|r| (r.host.as_ref(), r.path.as_str())),
+            .map(|r| (r.host.as_ref(), r.path.as_str(), r.exact)),
     );
     Ok((
         Runtime {
@@ -130,6 +141,9 @@ pub fn compile(
             service: config.service.clone(),
             export,
             formats: FormatCounters::new(metrics),
+            certificates,
+            trusted_proxies: config.server.trusted_proxies.clone(),
+            request_ids: Outcome::LABELS.map(|o| metrics.request_ids.with_label_values(&[o])),
             config: Arc::new(config),
         },
         tasks,
@@ -185,11 +199,24 @@ pub fn content_hash<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> String {
     format!("{h:016x}")
 }
 
-/// The content hash of a loaded configuration: its text and every file it references.
-pub fn config_hash(text: &str, config: &Config) -> String {
+/// The content hash of a loaded configuration: its text, every file it references, and what
+/// the cluster contributed.
+pub fn config_hash(loaded: &crate::config::Loaded) -> String {
+    let crate::config::Loaded {
+        config,
+        text,
+        cluster,
+    } = loaded;
     let mut parts: Vec<&[u8]> = vec![text.as_bytes()];
+    if !cluster.is_empty() {
+        parts.push(cluster.as_bytes());
+    }
     for ca in config.ca_files() {
         parts.push(&ca.pem);
+    }
+    for c in config.server.certificates() {
+        parts.push(&c.cert.pem);
+        parts.push(&c.key.pem);
     }
     content_hash(parts)
 }

@@ -6,6 +6,7 @@ use prometheus::IntCounter;
 
 use crate::config::{Config, Profile, Route, Target};
 use crate::cors::{CorsPolicy, PreflightDecision};
+use crate::forwarded::ForwardedHeader;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::propagation::tracing_headers;
 use crate::sampling::Source;
@@ -36,6 +37,10 @@ pub struct RouteRuntime {
     pub decisions: [[IntCounter; 2]; 3],
     /// `stitch_cors_preflight_total` handles, in `PreflightDecision::RESULT_LABELS` order.
     pub preflights: [IntCounter; 4],
+    /// The forwarding headers written upstream.
+    pub forwarded_headers: Vec<ForwardedHeader>,
+    /// Keep or make an `X-Request-Id`.
+    pub request_id: bool,
 }
 
 impl RouteRuntime {
@@ -71,6 +76,8 @@ impl RouteRuntime {
             cors,
             decisions,
             preflights,
+            forwarded_headers: r.forwarded_headers.clone(),
+            request_id: r.request_id,
         }
     }
 

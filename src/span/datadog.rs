@@ -14,7 +14,8 @@
 //!
 //! Meta, in order (absent values are left out): `env`, `version`, `language`, `component`,
 //! `span.kind`, `http.method`, `http.url`, `http.route`, `http.status_code`, `http.useragent`,
-//! `http.client_ip` (the client address without its port), `stitch.upstream`, `stitch.preflight`, `error.type`, `error.message`,
+//! `http.client_ip` (the client address without its port), `http.request.headers.x-request-id`,
+//! `stitch.upstream`, `stitch.preflight`, `error.type`, `error.message`,
 //! `_dd.origin`, `_dd.p.dm`, `_dd.p.tid`, `_dd.parent_id`, `_dd.propagation_error`, then the
 //! `_dd.p.*` tags in their order. Metrics: `_sampling_priority_v1`, `_dd.top_level` (1: the edge
 //! span is where the stitch service is entered).
@@ -138,7 +139,7 @@ fn encode_meta(span: &EdgeSpan, svc: &ServiceInfo, out: &mut Vec<u8>) -> Result<
         Some(err) => (Some(err.kind.as_str()), Some(err.message.as_str())),
         None => (None, None),
     };
-    let fixed: [(&str, Option<&str>); 20] = [
+    let fixed: [(&str, Option<&str>); 21] = [
         ("env", svc.env.as_deref()),
         ("version", svc.version.as_deref()),
         ("language", Some("rust")),
@@ -150,6 +151,12 @@ fn encode_meta(span: &EdgeSpan, svc: &ServiceInfo, out: &mut Vec<u8>) -> Result<
         ("http.status_code", status.as_deref()),
         ("http.useragent", span.user_agent.as_deref()),
         ("http.client_ip", client_ip),
+        // The name dd-trace gives a request header it is told to tag (DD_TRACE_HEADER_TAGS), so
+        // one query finds the id on the edge span and on the backend's.
+        (
+            "http.request.headers.x-request-id",
+            span.request_id.as_deref(),
+        ),
         ("stitch.upstream", span.upstream.as_deref()),
         ("stitch.preflight", span.preflight.then_some("true")),
         ("error.type", err_type),

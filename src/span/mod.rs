@@ -113,6 +113,8 @@ pub struct EdgeSpan {
     /// Baggage members the route's profile tags the span with (`baggage_tags`): key without
     /// the `baggage.` prefix the encoders add, value percent-decoded and bounded.
     pub baggage: Vec<(String, String)>,
+    /// The request's `X-Request-Id`.
+    pub request_id: Option<String>,
 }
 
 /// A span link (from the merge step, e.g. `terminated_context`).
@@ -254,6 +256,7 @@ pub(crate) mod fixture {
             scheme: Some("https".into()),
             host: Some("shop.example:8443".into()),
             baggage: vec![],
+            request_id: None,
         }
     }
 
@@ -286,6 +289,7 @@ pub(crate) mod fixture {
             scheme: None,
             host: None,
             baggage: vec![],
+            request_id: None,
         }
     }
 }

@@ -11,7 +11,8 @@
 //! Span attributes, in order (absent values left out), named by the OpenTelemetry HTTP semantic
 //! conventions: `http.request.method`, `url.path`, `url.scheme`, `http.route`,
 //! `http.response.status_code`, `server.address`, `server.port`, `client.address`,
-//! `client.port`, `user_agent.original`, `network.peer.address`, `network.peer.port` (the
+//! `client.port`, `user_agent.original`, `http.request.header.x-request-id` (a string array, as
+//! the conventions type header attributes), `network.peer.address`, `network.peer.port` (the
 //! upstream), `network.protocol.version`, `error.type`; then stitch's and Datadog's own:
 //! `stitch.preflight`, `sampling.priority` (read by the Datadog Agent's OTLP intake),
 //! `_dd.origin`, `_dd.p.dm`, `_dd.parent_id`, `_dd.propagation_error`, the `_dd.p.*` tags and
@@ -23,7 +24,9 @@
 use std::borrow::Borrow;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{
+    any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue,
+};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Link, SpanKind};
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
@@ -51,6 +54,8 @@ enum Value<'a> {
     Str(&'a str),
     Int(i64),
     Bool(bool),
+    /// An array of strings (`ArrayValue`), as the semantic conventions type header attributes.
+    Strs(&'a [&'a str]),
 }
 
 fn kv(k: &str, v: Value<'_>) -> KeyValue {
@@ -58,6 +63,14 @@ fn kv(k: &str, v: Value<'_>) -> KeyValue {
         Value::Str(s) => any_value::Value::StringValue(s.to_string()),
         Value::Int(i) => any_value::Value::IntValue(i),
         Value::Bool(b) => any_value::Value::BoolValue(b),
+        Value::Strs(list) => any_value::Value::ArrayValue(ArrayValue {
+            values: list
+                .iter()
+                .map(|s| AnyValue {
+                    value: Some(any_value::Value::StringValue(s.to_string())),
+                })
+                .collect(),
+        }),
     };
     KeyValue {
         key: k.to_string(),
@@ -164,6 +177,12 @@ fn span_message(span: &EdgeSpan) -> Span {
     );
     if let Some(ua) = &span.user_agent {
         a(&mut attrs, "user_agent.original", ua);
+    }
+    if let Some(id) = &span.request_id {
+        attrs.push(kv(
+            "http.request.header.x-request-id",
+            Value::Strs(&[id.as_str()]),
+        ));
     }
     address_attributes(
         &mut attrs,

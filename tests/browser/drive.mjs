@@ -33,6 +33,8 @@ const browser = await chromium.launch({
     '--disable-component-update',
     '--disable-sync',
     '--disable-quic',
+    // Extra flags a test binary passes (tests/browser_h2.rs: host mapping, a trusted test key).
+    ...JSON.parse(process.env.STITCH_CHROMIUM_ARGS || '[]'),
   ],
 });
 

@@ -48,7 +48,13 @@ static BROWSER: OnceLock<Browser> = OnceLock::new();
 /// The browser of this test binary, launched on first use. The driver exits when this process
 /// does (its stdin closes), closing Chromium.
 pub fn browser() -> &'static Browser {
-    BROWSER.get_or_init(Browser::launch)
+    BROWSER.get_or_init(|| Browser::launch(&[]))
+}
+
+/// The browser of this test binary, launched with extra Chromium flags if this is the first
+/// use (a later call gets the browser already launched, whatever its flags).
+pub fn browser_with_args(args: &[String]) -> &'static Browser {
+    BROWSER.get_or_init(|| Browser::launch(args))
 }
 
 /// Start launching the browser on another thread, so that it overlaps the test's own setup
@@ -62,7 +68,7 @@ pub fn warm_up() {
 }
 
 impl Browser {
-    fn launch() -> Browser {
+    fn launch(extra_args: &[String]) -> Browser {
         let dir = browser_dir();
         assert!(
             dir.join("node_modules/playwright-core").exists() && rum_bundle_dir().exists(),
@@ -72,6 +78,7 @@ impl Browser {
         let mut child = Command::new("node")
             .arg(dir.join("drive.mjs"))
             .current_dir(&dir)
+            .env("STITCH_CHROMIUM_ARGS", json!(extra_args).to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 /// A running stitch process.
 pub struct Stitch {
     pub child: Child,
+    /// The first proxy listener.
     pub proxy: SocketAddr,
+    /// Every proxy listener as stitch reported it (`http://ADDR` or `https://ADDR`), in order.
+    pub listeners: Vec<String>,
     pub admin: SocketAddr,
     pub stdout_lines: Arc<Mutex<Vec<String>>>,
     pub stderr_lines: Arc<Mutex<Vec<String>>>,
@@ -57,10 +60,17 @@ impl Stitch {
     }
 
     pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Stitch {
+        let s = Stitch::start_unready(config, env);
+        s.wait_ready();
+        s
+    }
+
+    /// Start stitch on `config` and return once its listeners are up, ready or not.
+    pub fn start_unready(config: &str, env: &[(&str, &str)]) -> Stitch {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("stitch.toml");
         std::fs::write(&path, config).unwrap();
-        let mut s = Stitch::launch(&path, &[], env);
+        let mut s = Stitch::launch_unready(&path, &[], env);
         s._dir = Some(dir);
         s
     }
@@ -68,6 +78,13 @@ impl Stitch {
     /// Start stitch on an existing configuration file with extra arguments (`--no-watch`,
     /// `--upgrade`), and wait until it is ready.
     pub fn launch(path: &Path, args: &[&str], env: &[(&str, &str)]) -> Stitch {
+        let s = Stitch::launch_unready(path, args, env);
+        s.wait_ready();
+        s
+    }
+
+    /// [`Stitch::launch`] without waiting for `/readyz`.
+    pub fn launch_unready(path: &Path, args: &[&str], env: &[(&str, &str)]) -> Stitch {
         let mut cmd = Command::new(stitch_bin());
         cmd.args(args)
             .arg("--config")
@@ -92,12 +109,16 @@ impl Stitch {
         pump(child.stderr.take().unwrap(), stderr_lines.clone(), Some(tx));
         let deadline = Instant::now() + Duration::from_secs(30);
         let (mut proxy, mut admin) = (None, None);
+        let mut listeners = Vec::new();
+        // stitch reports every proxy listener before the admin one.
         while proxy.is_none() || admin.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some(a) = line.strip_prefix("stitch: proxy listening on http://") {
+                    if let Some(url) = line.strip_prefix("stitch: proxy listening on ") {
+                        let a = url.split_once("://").map(|(_, a)| a).unwrap_or(url);
                         proxy.get_or_insert(a.parse::<SocketAddr>().unwrap());
+                        listeners.push(url.to_string());
                     }
                     if let Some(a) = line.strip_prefix("stitch: admin listening on http://") {
                         admin = Some(a.parse::<SocketAddr>().unwrap());
@@ -109,20 +130,20 @@ impl Stitch {
                 ),
             }
         }
-        let s = Stitch {
+        Stitch {
             child,
             proxy: proxy.unwrap(),
+            listeners,
             admin: admin.unwrap(),
             stdout_lines,
             stderr_lines,
             config_path: path.to_path_buf(),
             _dir: None,
-        };
-        s.wait_ready();
-        s
+        }
     }
 
-    fn wait_ready(&self) {
+    /// Wait until `/readyz` answers 200 (30 s at most).
+    pub fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(r) = get(&format!("http://{}/readyz", self.admin), &[]) {
@@ -232,12 +253,53 @@ pub fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<Response> {
+    request_on(None, method, url, headers, body)
+}
+
+/// [`request`] from the local address `from`: every address of 127.0.0.0/8 is this machine, so
+/// one test can be several clients (a balancer on 127.0.0.1, a browser on 127.0.0.2).
+pub fn request_from(
+    from: IpAddr,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<Response> {
+    request_on(Some(from), method, url, headers, b"")
+}
+
+/// A TCP connection to `to` from the local address `from` (bound before connecting).
+pub fn connect_from(from: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    rt.block_on(async {
+        let socket = match to {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.bind(SocketAddr::new(from, 0))?;
+        let stream = socket.connect(to).await?.into_std()?;
+        stream.set_nonblocking(false)?;
+        Ok(stream)
+    })
+}
+
+fn request_on(
+    from: Option<IpAddr>,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
     let rest = url.strip_prefix("http://").expect("http URL");
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let mut stream = TcpStream::connect(authority)?;
+    let mut stream = match from {
+        None => TcpStream::connect(authority)?,
+        Some(from) => connect_from(from, authority.parse().expect("IP:port authority"))?,
+    };
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut req = format!("{method} {path} HTTP/1.1\r\n");
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
@@ -261,7 +323,7 @@ pub fn get(url: &str, headers: &[(&str, &str)]) -> std::io::Result<Response> {
     request("GET", url, headers, b"")
 }
 
-fn parse_response(raw: &[u8], head_only: bool) -> std::io::Result<Response> {
+pub fn parse_response(raw: &[u8], head_only: bool) -> std::io::Result<Response> {
     let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
     let end = raw
         .windows(4)

@@ -3,6 +3,8 @@
 
 mod cors;
 mod export;
+mod kubernetes;
+mod listener;
 mod propagation;
 mod route;
 mod server;
@@ -66,6 +68,25 @@ impl Problems {
     }
 }
 
+/// A CIDR (`10.0.0.0/8`) or a single address (`192.0.2.7`, taken as /32 or /128). A CIDR with
+/// host bits set (`10.0.0.1/8`) is refused: it reads like one address but would match a network.
+pub(crate) fn cidr(s: &str) -> Result<ipnet::IpNet, String> {
+    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+        return Ok(ipnet::IpNet::from(ip));
+    }
+    match s.parse::<ipnet::IpNet>() {
+        Ok(n) if n.addr() != n.network() => Err(format!(
+            "`{s}` has host bits set: write `{}` for the network or `{}` for the address",
+            n.trunc(),
+            n.addr()
+        )),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!(
+            "`{s}` is not a CIDR (e.g. 10.0.0.0/8) or an IP address"
+        )),
+    }
+}
+
 /// Validate a description. Errors keep the locations the source gave them.
 pub fn validate(d: &Description) -> Result<Config, Vec<ConfigError>> {
     let Description {
@@ -78,9 +99,14 @@ pub fn validate(d: &Description) -> Result<Config, Vec<ConfigError>> {
         cors,
         propagation,
         route,
+        kubernetes,
     } = d;
     let mut p = Problems::default();
-    let server = server::server(&mut p, server);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let server = server::server(&mut p, server, now);
     let (admin_listen, inspect) = server::admin(&mut p, admin);
     let service = server::service(service);
     let access_log = server::access_log(&mut p, access_log);
@@ -89,7 +115,18 @@ pub fn validate(d: &Description) -> Result<Config, Vec<ConfigError>> {
     let cors = cors::policies(&mut p, cors);
     let profiles = propagation::profiles(&mut p, propagation);
     let export = export::export(&mut p, export);
-    let routes = route::routes(&mut p, route, &upstreams, &cors, &declared_cors, &profiles);
+    let kubernetes = kubernetes
+        .as_ref()
+        .map(|k| kubernetes::kubernetes(&mut p, k));
+    let routes = route::routes(
+        &mut p,
+        route,
+        &upstreams,
+        &cors,
+        &declared_cors,
+        &profiles,
+        kubernetes.is_some(),
+    );
     if !p.list.is_empty() {
         return Err(p.list);
     }
@@ -104,5 +141,6 @@ pub fn validate(d: &Description) -> Result<Config, Vec<ConfigError>> {
         cors,
         profiles,
         export,
+        kubernetes,
     })
 }

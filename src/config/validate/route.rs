@@ -5,7 +5,39 @@ use std::collections::HashSet;
 use super::Problems;
 use crate::config::description::RouteFile;
 use crate::config::{At, NamedCors, Profile, Route, Target, Upstream, ECHO_UPSTREAM};
+use crate::forwarded::ForwardedHeader;
 use crate::routing::HostMatch;
+
+/// The forwarding headers a route writes when it names none (`Forwarded` is opt-in).
+pub(crate) const DEFAULT_FORWARDED: [ForwardedHeader; 3] = [
+    ForwardedHeader::XForwardedFor,
+    ForwardedHeader::XForwardedProto,
+    ForwardedHeader::XForwardedHost,
+];
+
+/// `forwarded_headers = [...]`: known names, each once.
+fn forwarded(p: &mut Problems, list: &[At<String>], key: &str) -> Vec<ForwardedHeader> {
+    let mut out = Vec::new();
+    for (i, w) in list.iter().enumerate() {
+        match ForwardedHeader::parse(w.get_ref()) {
+            Some(h) if out.contains(&h) => p.at(
+                w.at(),
+                format!("{key}.forwarded_headers[{i}]"),
+                format!("\"{}\" is listed twice", w.get_ref()),
+            ),
+            Some(h) => out.push(h),
+            None => p.at(
+                w.at(),
+                format!("{key}.forwarded_headers[{i}]"),
+                format!(
+                    "unknown header \"{}\" (use x-forwarded-for, x-forwarded-proto, x-forwarded-host, forwarded)",
+                    w.get_ref()
+                ),
+            ),
+        }
+    }
+    out
+}
 
 pub(super) fn routes(
     p: &mut Problems,
@@ -14,8 +46,10 @@ pub(super) fn routes(
     cors: &[NamedCors],
     declared_cors: &[&String],
     profiles: &[Profile],
+    from_cluster: bool,
 ) -> Vec<Route> {
-    if all.is_empty() {
+    // With [kubernetes] the routes may all come from the cluster (and none before its sync).
+    if all.is_empty() && !from_cluster {
         p.at(
             crate::config::Location::Default,
             "route",
@@ -34,6 +68,9 @@ pub(super) fn routes(
             upstream,
             cors: cors_name,
             propagation,
+            exact,
+            forwarded_headers,
+            request_id,
         } = r.get_ref();
         if !path.get_ref().starts_with('/') {
             p.at(
@@ -70,6 +107,7 @@ pub(super) fn routes(
         let match_key = (
             host.as_ref().map(|h| h.get_ref().to_ascii_lowercase()),
             path.get_ref().clone(),
+            *exact,
         );
         if !matches.insert(match_key) {
             p.at(
@@ -126,14 +164,21 @@ pub(super) fn routes(
                 ),
             }
         }
+        let forwarded_headers = match forwarded_headers {
+            None => DEFAULT_FORWARDED.to_vec(),
+            Some(list) => forwarded(p, list.get_ref(), &key),
+        };
         if let Some(target) = target {
             routes.push(Route {
                 name: route_name,
                 host: host_match,
                 path: path.get_ref().clone(),
+                exact: *exact,
                 target,
                 cors: cors_idx,
                 propagation: profile_idx,
+                forwarded_headers,
+                request_id: *request_id,
             });
         }
     }

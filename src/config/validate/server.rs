@@ -8,10 +8,12 @@ use crate::config::description::{AccessLogFile, AdminFile, ServerFile, ServiceFi
 use crate::config::{
     AccessLog, AccessLogFormat, At, InspectSettings, Location, ServerSettings, ServiceSettings,
 };
+use crate::forwarded::TrustedProxies;
 
-pub(super) fn server(p: &mut Problems, s: &ServerFile) -> ServerSettings {
+pub(super) fn server(p: &mut Problems, s: &ServerFile, now: i64) -> ServerSettings {
     let ServerFile {
         listen,
+        listener,
         threads,
         work_stealing,
         shutdown_grace_seconds,
@@ -20,28 +22,10 @@ pub(super) fn server(p: &mut Problems, s: &ServerFile) -> ServerSettings {
         upgrade_sock,
         upstream_keepalive_pool,
         read_buffer_bytes,
+        trusted_proxies,
+        proxy_protocol_timeout_ms,
     } = s;
-    if listen.is_empty() {
-        p.at(
-            Location::Default,
-            "server.listen",
-            "at least one listen address is required",
-        );
-    }
-    let mut addrs = Vec::new();
-    for (i, a) in listen.iter().enumerate() {
-        match a.get_ref().parse::<SocketAddr>() {
-            Ok(_) => addrs.push(a.get_ref().clone()),
-            Err(_) => p.at(
-                a.at(),
-                format!("server.listen[{i}]"),
-                format!(
-                    "`{}` is not an IP:port address (e.g. 0.0.0.0:8080)",
-                    a.get_ref()
-                ),
-            ),
-        }
-    }
+    let listeners = super::listener::listeners(p, listen, listener, now);
     let threads = p.within(threads, "server.threads", 1..=1024, 1);
     let grace = p.within(
         shutdown_grace_seconds,
@@ -67,8 +51,36 @@ pub(super) fn server(p: &mut Problems, s: &ServerFile) -> ServerSettings {
         1024..=1024 * 1024,
         4096,
     );
+    let mut nets = Vec::new();
+    for (i, c) in trusted_proxies.iter().enumerate() {
+        match super::cidr(c.get_ref()) {
+            Ok(n) => nets.push(n),
+            Err(m) => p.at(c.at(), format!("server.trusted_proxies[{i}]"), m),
+        }
+    }
+    // A PROXY protocol listener with nobody trusted reads every header and believes none: the
+    // client address would always be the balancer's, which is never what the option is for.
+    if nets.is_empty() {
+        for (i, t) in listener.iter().enumerate() {
+            let pp = &t.get_ref().proxy_protocol;
+            if *pp.get_ref() {
+                p.at(
+                    pp.at(),
+                    format!("server.listener[{i}].proxy_protocol"),
+                    "needs [server] trusted_proxies: list the addresses of the balancers that \
+                     send the header, or their client addresses are ignored",
+                );
+            }
+        }
+    }
+    let pp_timeout = p.within(
+        proxy_protocol_timeout_ms,
+        "server.proxy_protocol_timeout_ms",
+        1..=60_000,
+        5_000,
+    );
     ServerSettings {
-        listen: addrs,
+        listeners,
         threads: threads as usize,
         work_stealing: *work_stealing,
         shutdown_grace: Duration::from_secs(grace as u64),
@@ -77,6 +89,8 @@ pub(super) fn server(p: &mut Problems, s: &ServerFile) -> ServerSettings {
         upgrade_sock: upgrade_sock.clone(),
         upstream_keepalive_pool: pool as usize,
         read_buffer_bytes: read_buffer as usize,
+        trusted_proxies: TrustedProxies::new(nets),
+        proxy_protocol_timeout: Duration::from_millis(pp_timeout as u64),
     }
 }
 

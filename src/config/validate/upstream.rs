@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::Problems;
 use crate::config::description::UpstreamFile;
-use crate::config::{At, CaFile, Upstream, ECHO_UPSTREAM};
+use crate::config::{At, CaFile, Upstream, UpstreamProtocol, ECHO_UPSTREAM};
 
 pub(super) fn upstreams(
     p: &mut Problems,
@@ -17,7 +17,9 @@ pub(super) fn upstreams(
 
 fn upstream(p: &mut Problems, name: &str, u: &At<UpstreamFile>) -> Upstream {
     let key = format!("upstream.{name}");
-    if name == ECHO_UPSTREAM || name.contains(':') {
+    // Pools made from Kubernetes Services are named `k8s:...`, out of the file's reach.
+    let from_cluster = u.get_ref().from_cluster;
+    if name == ECHO_UPSTREAM || (name.contains(':') && !from_cluster) {
         p.at(
             u.at(),
             key.clone(),
@@ -35,8 +37,12 @@ fn upstream(p: &mut Problems, name: &str, u: &At<UpstreamFile>) -> Upstream {
         ca_file,
         health_check,
         resolve_interval_ms,
+        backends,
+        from_cluster: _,
+        protocol,
+        max_h2_streams,
     } = u.get_ref();
-    if servers.get_ref().is_empty() {
+    if servers.get_ref().is_empty() && !from_cluster {
         p.at(
             servers.at(),
             format!("{key}.servers"),
@@ -86,6 +92,13 @@ fn upstream(p: &mut Problems, name: &str, u: &At<UpstreamFile>) -> Upstream {
             }
         }
     });
+    let protocol = upstream_protocol(p, &key, protocol.as_ref(), *tls);
+    let max_h2_streams = p.within(
+        max_h2_streams,
+        &format!("{key}.max_h2_streams"),
+        1..=10_000,
+        1,
+    ) as usize;
     let sni = sni.clone().unwrap_or_else(|| {
         list.first()
             .and_then(|s| s.rsplit_once(':').map(|(h, _)| h.to_string()))
@@ -103,6 +116,51 @@ fn upstream(p: &mut Problems, name: &str, u: &At<UpstreamFile>) -> Upstream {
         ca,
         health_check,
         resolve_interval,
+        backends: backends.clone(),
+        protocol,
+        max_h2_streams,
+    }
+}
+
+/// `protocol`: `h2` needs TLS (it is chosen by ALPN), `h2c` needs a cleartext connection.
+fn upstream_protocol(
+    p: &mut Problems,
+    key: &str,
+    protocol: Option<&At<String>>,
+    tls: bool,
+) -> UpstreamProtocol {
+    let Some(v) = protocol else {
+        return UpstreamProtocol::Http1;
+    };
+    let key = format!("{key}.protocol");
+    match (v.get_ref().as_str(), tls) {
+        ("http1", _) => UpstreamProtocol::Http1,
+        ("h2", true) => UpstreamProtocol::H2,
+        ("h2c", false) => UpstreamProtocol::H2c,
+        ("h2", false) => {
+            p.at(
+                v.at(),
+                key,
+                "\"h2\" is HTTP/2 over TLS (tls = true); cleartext HTTP/2 is \"h2c\"",
+            );
+            UpstreamProtocol::Http1
+        }
+        ("h2c", true) => {
+            p.at(
+                v.at(),
+                key,
+                "\"h2c\" is cleartext HTTP/2; over TLS it is \"h2\"",
+            );
+            UpstreamProtocol::Http1
+        }
+        (other, _) => {
+            p.at(
+                v.at(),
+                key,
+                format!("must be \"http1\", \"h2\" or \"h2c\", got \"{other}\""),
+            );
+            UpstreamProtocol::Http1
+        }
     }
 }
 

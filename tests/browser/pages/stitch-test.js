@@ -93,7 +93,9 @@
         () => resources.find((e) => e.resource && e.resource.url === target),
         deadline,
       );
-      traces.push({ target, fetch: fetched, event });
+      // The protocol the fetch went over (`h2`, `http/1.1`), as Resource Timing reports it.
+      const timing = performance.getEntriesByName(target).pop();
+      traces.push({ target, fetch: fetched, event, protocol: timing && timing.nextHopProtocol });
     }
     // The SDK sends its batch (with sendBeacon) when the page may go away: hidden, frozen or
     // unloading. Say the page is being frozen, so the batch leaves now rather than in 30 s.
@@ -109,7 +111,12 @@
       },
       deadline,
     );
-    return { session_id: sessionId, traces };
+    const navigation = performance.getEntriesByType('navigation')[0];
+    return {
+      session_id: sessionId,
+      traces,
+      page_protocol: navigation && navigation.nextHopProtocol,
+    };
   }
 
   window.stitchTest = { fetchAll, rumFetch };

@@ -47,6 +47,10 @@ fn span(i: u64) -> EdgeSpan {
         http_version: Some("1.1".into()),
         scheme: Some("https".into()),
         host: Some("shop.example".into()),
+        baggage: vec![(
+            "session.id".into(),
+            "d7a5c1e2-3f4b-4c5d-8e9f-0a1b2c3d4e5f".into(),
+        )],
         request_id: Some("7f1c2b3a-9d0e-4f5a-8b6c-1d2e3f4a5b6c".into()),
     }
 }

@@ -1,7 +1,8 @@
-//! The admin listener: `/metrics` (Prometheus text), `/healthz` (alive) and `/readyz`
-//! (config loaded, the reloader listening for SIGHUP and changes, every proxy listener
-//! accepting, and with `[kubernetes]` the cluster's objects listed once). A deliberately small HTTP/1.1 server:
-//! one request per connection, answered and closed.
+//! The admin listener: `/metrics` (Prometheus text), `/healthz` (alive), `/readyz` (config
+//! loaded, the reloader listening for SIGHUP and changes, every proxy listener accepting, and
+//! with `[kubernetes]` the cluster's objects listed once), and the request inspector's
+//! `/requests` (HTML) and `/requests.json`. A deliberately small HTTP/1.1 server: one request
+//! per connection, answered and closed.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +12,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::inspect::{page, Filter, Inspector};
 use crate::metrics::Metrics;
 
 /// What the admin endpoints need to answer.
@@ -23,7 +25,12 @@ pub struct AdminState {
     /// With `[kubernetes]`: true once the cluster's objects were listed and served (stays true
     /// when the API server goes away later).
     pub cluster_ready: Option<Arc<AtomicBool>>,
+    /// The request inspector's ring buffer.
+    pub inspector: Arc<Inspector>,
 }
+
+/// The inspector page runs no script and loads nothing: the browser is told so.
+const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'";
 
 /// Serve admin requests on `listener` until `shutdown` turns true.
 pub async fn serve(
@@ -80,7 +87,8 @@ async fn handle(mut stream: TcpStream, state: &AdminState) {
     let mut parts = head.lines().next().unwrap_or("").split_whitespace();
     let method = parts.next().unwrap_or("");
     let target = parts.next().unwrap_or("");
-    let path = target.split('?').next().unwrap_or("");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let mut extra = "";
     let (status, ctype, body): (&str, &str, Vec<u8>) = match (method, path) {
         ("GET", "/metrics") => (
             "200 OK",
@@ -121,7 +129,27 @@ async fn handle(mut stream: TcpStream, state: &AdminState) {
                 )
             }
         }
-        (_, "/metrics" | "/healthz" | "/readyz") => (
+        ("GET" | "HEAD", "/requests" | "/requests.json") => match Filter::parse(query) {
+            Ok(filter) if path == "/requests" => {
+                extra = PAGE_CSP;
+                (
+                    "200 OK",
+                    "text/html; charset=utf-8",
+                    page::html_body(&state.inspector, &filter),
+                )
+            }
+            Ok(filter) => (
+                "200 OK",
+                "application/json",
+                page::json_body(&state.inspector, &filter),
+            ),
+            Err(why) => (
+                "400 Bad Request",
+                "text/plain; charset=utf-8",
+                format!("{why}\n").into_bytes(),
+            ),
+        },
+        (_, "/metrics" | "/healthz" | "/readyz" | "/requests" | "/requests.json") => (
             "405 Method Not Allowed",
             "text/plain",
             b"use GET\n".to_vec(),
@@ -129,13 +157,20 @@ async fn handle(mut stream: TcpStream, state: &AdminState) {
         _ => (
             "404 Not Found",
             "text/plain",
-            b"not found: the admin listener serves /metrics, /healthz and /readyz\n".to_vec(),
+            b"not found: the admin listener serves /metrics, /healthz, /readyz, /requests and /requests.json\n"
+                .to_vec(),
         ),
     };
-    let header = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+    let mut header = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n",
         body.len()
     );
+    if !extra.is_empty() {
+        header.push_str("content-security-policy: ");
+        header.push_str(extra);
+        header.push_str("\r\ncache-control: no-store\r\n");
+    }
+    header.push_str("\r\n");
     let _ = stream.write_all(header.as_bytes()).await;
     if method != "HEAD" {
         let _ = stream.write_all(&body).await;

@@ -224,6 +224,7 @@ mod tests {
             tracestate_invalid: TracestateInvalid::default(),
             extract_first: false,
             extract_behavior: behavior,
+            baggage_tags: Profile::default_baggage_tags(),
         }
     }
 

@@ -11,6 +11,7 @@ pub mod cors;
 pub mod edge;
 pub mod explain;
 pub mod forwarded;
+pub mod inspect;
 pub mod kubernetes;
 pub mod metrics;
 pub mod propagation;

@@ -19,6 +19,7 @@ use tokio::signal::unix;
 
 use crate::admin::{self, AdminState};
 use crate::config::{ListenerBehaviour, Loaded};
+use crate::inspect::Inspector;
 use crate::kubernetes::{ClusterState, Controller};
 use crate::metrics::Metrics;
 use crate::proxy::accept::{self, Acceptor};
@@ -307,7 +308,11 @@ pub fn build(loaded: Loaded, opts: &RunOptions) -> anyhow::Result<Built> {
     let read_buffer = rt.config.server.read_buffer_bytes;
     let live = Arc::new(Live::new(rt));
 
-    let app = Stitch::new(live.clone(), metrics.clone());
+    let inspector = Arc::new(Inspector::new(
+        live.snapshot().config.inspect.requests,
+        live.snapshot().config.inspect.dd_site.clone(),
+    ));
+    let app = Stitch::new(live.clone(), metrics.clone(), inspector.clone());
     let (release_lease, release_requests) = match &kubernetes {
         Some(_) => {
             let (handle, requests) = crate::kubernetes::leader::ReleaseHandle::new();
@@ -370,6 +375,7 @@ pub fn build(loaded: Loaded, opts: &RunOptions) -> anyhow::Result<Built> {
         live,
         metrics.clone(),
         cluster.clone().map(|c| c as Arc<dyn ClusterSource>),
+        inspector.clone(),
     ));
     let reloader_installed = Arc::new(AtomicBool::new(false));
     let reloader = Reloader {
@@ -415,6 +421,7 @@ pub fn build(loaded: Loaded, opts: &RunOptions) -> anyhow::Result<Built> {
                 .collect(),
             reloader_ready: reloader_installed,
             cluster_ready: cluster.map(|c| c.ready_flag()),
+            inspector,
         }),
     };
     server.add_service(background_service("admin", admin));

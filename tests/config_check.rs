@@ -39,6 +39,30 @@ fn bad_address() {
 }
 
 #[test]
+fn bad_inspector_settings() {
+    assert_reports(
+        &format!("[admin]\ninspect_requests = -1\ndd_site = \"https://datadoghq.com\"\n\n{ROUTE}"),
+        &[
+            "FILE:2: admin.inspect_requests: must be between 0 and 100000, got -1",
+            "FILE:3: admin.dd_site: `https://datadoghq.com` is not a Datadog site name",
+        ],
+    );
+}
+
+#[test]
+fn bad_baggage_tags() {
+    assert_reports(
+        &format!(
+            "[propagation.rum]\nbaggage_tags = [\"session id\", \"user.id\", \"user.id\"]\n\n{ROUTE}"
+        ),
+        &[
+            "FILE:2: propagation.rum.baggage_tags[0]: \"session id\" is not a baggage key",
+            "FILE:2: propagation.rum.baggage_tags[2]: \"user.id\" is listed twice",
+        ],
+    );
+}
+
+#[test]
 fn route_to_a_missing_pool() {
     assert_reports(
         "[[route]]\npath = \"/\"\nupstream = \"backend\"\n",

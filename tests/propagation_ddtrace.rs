@@ -572,6 +572,7 @@ fn stitch_plan(pairs: &[(String, String)], behavior: ExtractBehavior, first: boo
         tracestate_invalid: TracestateInvalid::DropMember,
         extract_first: first,
         extract_behavior: behavior,
+        baggage_tags: Profile::default_baggage_tags(),
     };
     let plan = edge::plan(&profile, &header_map(pairs), None, false);
     json!({

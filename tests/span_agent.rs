@@ -221,6 +221,7 @@ fn span(trace_id: u128, span_id: u64, priority: i32) -> EdgeSpan {
         http_version: None,
         scheme: None,
         host: None,
+        baggage: vec![],
         request_id: None,
     }
 }
@@ -233,6 +234,7 @@ fn both_intakes(agent: &TestAgent) -> ExportConfig {
         }),
         otlp: Some(OtlpExport {
             endpoint: format!("http://127.0.0.1:{}/v1/traces", agent.otlp_port),
+            ca_pem: None,
         }),
         ..ExportConfig::default()
     }
@@ -337,6 +339,7 @@ fn full_span() -> EdgeSpan {
         http_version: Some("1.1".into()),
         scheme: Some("http".into()),
         host: Some("shop.example:8080".into()),
+        baggage: vec![("session.id".into(), "f2b8c1d0-rum".into())],
         request_id: Some("ticket-4711".into()),
         ..span(0x640cfd8d00000000_64fe8b2a57d3eff7, 0x0a0b0c0d0e0f1011, 2)
     }
@@ -474,6 +477,7 @@ fn every_field_arrives_on_both_paths_with_identical_ids() {
         ("_dd.parent_id", "0123456789abcdef"),
         ("_dd.propagation_error", "extract_max_size"),
         ("_dd.p.usr.id", "dXNlcjE="),
+        ("baggage.session.id", "f2b8c1d0-rum"),
     ] {
         assert_eq!(meta[k], json!(v), "meta {k}: {meta}");
     }
@@ -562,6 +566,7 @@ fn every_field_arrives_on_both_paths_with_identical_ids() {
         ("_dd.parent_id", "0123456789abcdef"),
         ("_dd.propagation_error", "extract_max_size"),
         ("_dd.p.usr.id", "dXNlcjE="),
+        ("baggage.session.id", "f2b8c1d0-rum"),
     ] {
         assert_eq!(
             attrs.get(k).map(String::as_str),
@@ -748,6 +753,7 @@ fn failing_then_recovering_agent_gets_each_span_once() {
             }),
             otlp: (exporter == "otlp").then(|| OtlpExport {
                 endpoint: format!("{url}/v1/traces"),
+                ca_pem: None,
             }),
             max_retries: 5,
             batch_size: 100,
@@ -795,6 +801,7 @@ fn agent_down_costs_submit_nothing_and_drops_are_counted() {
         }),
         otlp: Some(OtlpExport {
             endpoint: format!("http://127.0.0.1:{port}/v1/traces"),
+            ca_pem: None,
         }),
         queue_capacity: 64,
         batch_size: 16,

@@ -152,6 +152,14 @@ fn a_rum_resource_is_the_root_of_the_edge_span_and_both_backend_spans() {
             "the edge span's parent is the RUM span"
         );
         assert_eq!(dd.meta.get("_dd.origin").map(String::as_str), Some("rum"));
+        // From the APM trace back to the session: the RUM SDK's baggage `session.id`, as
+        // dd-trace names its baggage tags (the default profile's `baggage_tags`).
+        assert_eq!(
+            dd.meta.get("baggage.session.id"),
+            Some(&trace.session_id),
+            "the edge span names the RUM session: {:?}",
+            dd.meta
+        );
         // The same span on the OTLP path.
         let otlp = peers.agent.wait_otlp(
             "stitch's edge span at the OTLP receiver",
@@ -160,6 +168,11 @@ fn a_rum_resource_is_the_root_of_the_edge_span_and_both_backend_spans() {
         );
         assert_eq!(otlp.parent_span_id, rum_span);
         assert_eq!(otlp.service.as_deref(), Some(SERVICE));
+        assert_eq!(
+            otlp.attr("baggage.session.id").and_then(|v| v.as_str()),
+            Some(trace.session_id.as_str()),
+            "{otlp:#?}"
+        );
 
         // The backend's own span, in the same trace, under the edge span.
         let backend_id = seen.span_id.expect("the backend reported no span id");

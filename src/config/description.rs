@@ -173,12 +173,19 @@ pub struct HstsFile {
 pub struct AdminFile {
     #[serde(default = "default_admin_listen")]
     pub listen: At<String>,
+    /// Requests the inspector keeps (`/requests`); 0 turns it off.
+    #[serde(default = "default_inspect_requests")]
+    pub inspect_requests: At<i64>,
+    /// The Datadog site (`datadoghq.com`, `datadoghq.eu`, ...), for links to traces.
+    pub dd_site: Option<At<String>>,
 }
 
 impl Default for AdminFile {
     fn default() -> Self {
         AdminFile {
             listen: default_admin_listen(),
+            inspect_requests: default_inspect_requests(),
+            dd_site: None,
         }
     }
 }
@@ -231,6 +238,8 @@ pub struct OtlpExportFile {
     #[serde(default = "default_true")]
     pub enabled: bool,
     pub endpoint: Option<At<String>>,
+    /// PEM file of the CA certificates to trust for an `https://` endpoint.
+    pub ca_file: Option<At<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -351,6 +360,8 @@ pub struct PropagationFile {
     pub missing_decision: Option<At<String>>,
     pub trust: Option<At<TrustFile>>,
     pub max_incoming_priority: Option<At<i64>>,
+    /// Baggage keys copied onto the edge span as tags.
+    pub baggage_tags: Option<At<Vec<At<String>>>>,
     /// `"drop_member"` or `"discard_header"`.
     pub tracestate_invalid: Option<At<String>>,
     pub extract_first: Option<At<bool>>,
@@ -401,6 +412,9 @@ fn default_proxy_protocol_timeout() -> At<i64> {
 }
 fn default_admin_listen() -> At<String> {
     At::new_default("127.0.0.1:9901".to_string())
+}
+fn default_inspect_requests() -> At<i64> {
+    At::new_default(200)
 }
 fn default_service() -> String {
     "stitch".to_string()

@@ -2,6 +2,7 @@
 //! `stitch check` validates them like any other value and reports them by variable name.
 //!
 //! - `DD_SERVICE`, `DD_ENV`, `DD_VERSION`: the service settings.
+//! - `DD_SITE`: the Datadog site the inspector links traces to (`admin.dd_site`).
 //! - `DD_TRACE_AGENT_URL`, else `DD_AGENT_HOST` / `DD_TRACE_AGENT_PORT` (the missing one taken
 //!   from the configured URL): the Datadog Agent address.
 //! - `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (as is), else `OTEL_EXPORTER_OTLP_ENDPOINT` +
@@ -33,6 +34,9 @@ pub fn apply(desc: &mut Description, get: &dyn Fn(&str) -> Option<String>) {
     }
     if let Some(v) = var("DD_VERSION") {
         desc.service.version = Some(v);
+    }
+    if let Some(v) = var("DD_SITE") {
+        desc.admin.dd_site = Some(At::new(v, Location::Env("DD_SITE")));
     }
 
     if let Some(dd) = desc.export.datadog.as_mut() {
@@ -153,6 +157,15 @@ mod tests {
             ]),
         );
         assert!(d.export.datadog.is_none() && d.export.otlp.is_none());
+    }
+
+    #[test]
+    fn dd_site_sets_the_inspector_site_by_variable() {
+        let mut d = desc("[admin]\ndd_site = \"datadoghq.com\"\n");
+        apply(&mut d, &lookup(&[("DD_SITE", " datadoghq.eu ")]));
+        let site = d.admin.dd_site.unwrap();
+        assert_eq!(site.get_ref(), "datadoghq.eu");
+        assert_eq!(site.at(), Location::Env("DD_SITE"));
     }
 
     #[test]

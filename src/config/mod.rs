@@ -154,6 +154,8 @@ impl std::error::Error for ConfigErrors {}
 pub struct Config {
     pub server: ServerSettings,
     pub admin_listen: String,
+    /// The request inspector (`admin.inspect_requests`, `admin.dd_site`).
+    pub inspect: InspectSettings,
     /// service/env/version, after the `DD_*` overrides.
     pub service: ServiceSettings,
     pub access_log: AccessLog,
@@ -201,15 +203,22 @@ impl Config {
     /// Files other than the config itself whose content the config uses (`ca_file`s, the
     /// listeners' certificates and keys): a change to one of them is a change of configuration.
     pub fn referenced_files(&self) -> Vec<PathBuf> {
-        let cas = self
-            .upstreams
-            .iter()
-            .filter_map(|u| u.ca.as_ref().map(|c| PathBuf::from(&c.path)));
         let certs = self
             .server
             .certificates()
             .flat_map(|c| [PathBuf::from(&c.cert.path), PathBuf::from(&c.key.path)]);
-        cas.chain(certs).collect()
+        self.ca_files()
+            .map(|c| PathBuf::from(&c.path))
+            .chain(certs)
+            .collect()
+    }
+
+    /// Every `ca_file` the config uses (upstreams, then the OTLP exporter).
+    pub fn ca_files(&self) -> impl Iterator<Item = &CaFile> {
+        self.upstreams
+            .iter()
+            .filter_map(|u| u.ca.as_ref())
+            .chain(self.export.otlp_ca.as_ref())
     }
 }
 
@@ -227,6 +236,8 @@ pub struct Profile {
     pub extract: Vec<crate::propagation::Format>,
     pub inject: Vec<crate::propagation::Format>,
     pub sampling: crate::sampling::SamplingPolicy,
+    /// Baggage keys copied onto the edge span as `baggage.KEY` tags (`baggage_tags`).
+    pub baggage_tags: Vec<String>,
     /// `tracestate_invalid`: what an invalid tracestate member does.
     pub tracestate_invalid: crate::propagation::TracestateInvalid,
     /// `extract_first`: the first format present decides alone, no merge.
@@ -238,6 +249,12 @@ pub struct Profile {
 impl Profile {
     /// Name of the profile routes use when they name none.
     pub const DEFAULT: &'static str = "default";
+
+    /// The baggage keys a profile tags the edge span with unless it says otherwise: the RUM
+    /// session, the link from an APM trace back to the session replay.
+    pub fn default_baggage_tags() -> Vec<String> {
+        vec!["session.id".to_string()]
+    }
 
     /// An empty profile (no extract, no inject) passes trace headers through untouched.
     pub fn is_passthrough(&self) -> bool {
@@ -258,6 +275,8 @@ impl Profile {
 pub struct ExportSettings {
     pub datadog_agent_url: Option<String>,
     pub otlp_endpoint: Option<String>,
+    /// CA certificates trusted for an `https://` OTLP endpoint (`export.otlp.ca_file`).
+    pub otlp_ca: Option<CaFile>,
     pub queue_capacity: usize,
     pub batch_size: usize,
     pub flush_interval: Duration,
@@ -266,6 +285,14 @@ pub struct ExportSettings {
     pub request_timeout: Duration,
     /// Keep the query string in the span's URL.
     pub keep_query: bool,
+}
+
+/// The request inspector: how many requests it keeps (0: off) and the Datadog site its trace
+/// links point to. Both apply live on reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InspectSettings {
+    pub requests: usize,
+    pub dd_site: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -51,6 +51,72 @@ fn value_octet(b: u8) -> bool {
     (0x21..=0x7e).contains(&b) && !matches!(b, b'"' | b',' | b';' | b'\\')
 }
 
+/// Most keys a profile's `baggage_tags` may list.
+pub const MAX_TAG_KEYS: usize = 16;
+/// Longest value copied onto the edge span (bytes, after percent-decoding); longer ones are cut
+/// on a character boundary.
+pub const MAX_TAG_VALUE: usize = 256;
+
+/// Whether `k` can be a baggage key (an RFC 7230 token).
+pub fn is_key(k: &str) -> bool {
+    !k.is_empty() && k.bytes().all(tchar)
+}
+
+/// The members of `raw` whose key is in `keys`, in `keys` order, each value percent-decoded
+/// (spec §3.2.1.1: values are percent-encoded UTF-8; an invalid escape or invalid UTF-8 keeps
+/// the bytes as they are, lossily) and cut at [`MAX_TAG_VALUE`] bytes. The first member with
+/// a key wins. Properties (`;...`) are not part of the value. At most `keys.len()` tags.
+pub fn tags(raw: &[u8], keys: &[String]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if keys.is_empty() {
+        return out;
+    }
+    let Ok(raw) = std::str::from_utf8(raw) else {
+        return out;
+    };
+    for key in keys {
+        let found = raw.split(',').find_map(|member| {
+            let kv = member.split(';').next().unwrap_or("");
+            let (k, v) = kv.split_once('=')?;
+            (trim_ows(k) == key).then(|| trim_ows(v))
+        });
+        if let Some(v) = found {
+            out.push((key.clone(), cut(percent_decode(v))));
+        }
+    }
+    out
+}
+
+fn percent_decode(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn cut(mut v: String) -> String {
+    if v.len() > MAX_TAG_VALUE {
+        let mut end = MAX_TAG_VALUE;
+        while !v.is_char_boundary(end) {
+            end -= 1;
+        }
+        v.truncate(end);
+    }
+    v
+}
+
 /// Check one baggage value (possibly several lines joined). Returns the member count.
 fn validate(s: &str) -> Result<usize, &'static str> {
     if s.len() > MAX_BYTES {
@@ -123,6 +189,30 @@ pub(crate) fn write(ctx: &TraceContext, w: &mut Writer) {
 
 #[cfg(test)]
 mod tests {
+    #[rustfmt::skip]
+    #[test]
+    fn tags_take_listed_keys_decoded_and_bounded() {
+        let keys = |ks: &[&str]| ks.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+        type Row<'a> = (&'a str, &'a [&'a str], Vec<(String, String)>, &'a str);
+        let rows: [Row; 7] = [
+            ("session.id=abc,user.id=42", &["session.id"], vec![pair("session.id", "abc")], "only listed keys"),
+            ("user.id=42, session.id = abc ;p=1", &["session.id", "user.id"], vec![pair("session.id", "abc"), pair("user.id", "42")], "keys order, OWS and properties"),
+            ("user.id=J%C3%BCrgen%20K%2C", &["user.id"], vec![pair("user.id", "Jürgen K,")], "percent-decoded UTF-8"),
+            ("user.id=100%25,x=%zz%4", &["user.id", "x"], vec![pair("user.id", "100%"), pair("x", "%zz%4")], "bad escapes kept"),
+            ("a=1,a=2", &["a"], vec![pair("a", "1")], "first member wins"),
+            ("session.id=abc", &[], vec![], "no keys, no tags"),
+            ("account.id=7", &["session.id"], vec![], "absent key"),
+        ];
+        for (raw, ks, want, why) in rows {
+            assert_eq!(tags(raw.as_bytes(), &keys(ks)), want, "{why}");
+        }
+        let long = format!("k={}", "%C3%A9".repeat(200));
+        let got = tags(long.as_bytes(), &keys(&["k"]));
+        assert_eq!(got[0].1.len(), MAX_TAG_VALUE, "cut on a character boundary");
+        assert!(got[0].1.chars().all(|c| c == 'é'));
+    }
+
     use super::*;
     use crate::propagation::{headers, Pairs};
 

@@ -7,6 +7,7 @@ use std::time::{Instant, SystemTime};
 
 use http::HeaderValue;
 
+use super::inspect::Capture;
 use crate::edge::TracePlan;
 use crate::forwarded::Client;
 use crate::runtime::{RouteRuntime, Runtime};
@@ -51,6 +52,8 @@ pub struct Ctx {
     pub preflight_answered: bool,
     /// The trace plan (absent on pass-through routes).
     pub trace: Option<TracePlan>,
+    /// What the request inspector records, gathered only while it is on.
+    pub inspect: Capture,
     /// The listener's `Strict-Transport-Security` value, sent on every response.
     pub hsts: Option<HeaderValue>,
     /// A gRPC response's `grpc-status` and `grpc-message` (from its trailers, or its headers
@@ -81,6 +84,7 @@ impl Ctx {
             augment_preflight: false,
             preflight_answered: false,
             trace: None,
+            inspect: Capture::default(),
             hsts: None,
             grpc_status: None,
             client: None,

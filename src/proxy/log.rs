@@ -10,6 +10,8 @@ use pingora::proxy::Session;
 use super::Ctx;
 use crate::config::AccessLogFormat;
 use crate::forwarded;
+use crate::inspect::rfc3339_millis;
+use crate::propagation::baggage;
 use crate::runtime::Runtime;
 use crate::span::{EdgeSpan, SpanError, SpanLink};
 
@@ -132,6 +134,10 @@ fn edge_span(
         // HTTP/2 carries the host in `:authority`, which Pingora keeps in the URI.
         host: header(http::header::HOST)
             .or_else(|| req.uri.authority().map(|a| a.as_str().to_string())),
+        baggage: match &c.baggage {
+            Some(raw) => baggage::tags(raw.as_bytes(), &route.profile.baggage_tags),
+            None => Vec::new(),
+        },
         request_id: ctx
             .request_id
             .as_ref()
@@ -189,7 +195,7 @@ fn access_line(session: &Session, ctx: &Ctx, status: u16, elapsed: Duration, idx
     let line = match rt.access_log.format {
         AccessLogFormat::Json => {
             let v = serde_json::json!({
-                "time": httpdate_now(),
+                "time": rfc3339_millis(std::time::SystemTime::now()),
                 "method": req.method.as_str(),
                 "path": req.uri.path(),
                 "route": route,
@@ -209,7 +215,7 @@ fn access_line(session: &Session, ctx: &Ctx, status: u16, elapsed: Duration, idx
         }
         AccessLogFormat::Text => format!(
             "{} {} {} route={} status={} duration_ms={:.3} client={} request_id={} dd.trace_id={} trace_id={} dd.span_id={} dd.service={} dd.env={} dd.version={}",
-            httpdate_now(),
+            rfc3339_millis(std::time::SystemTime::now()),
             req.method,
             req.uri.path(),
             route,
@@ -227,29 +233,4 @@ fn access_line(session: &Session, ctx: &Ctx, status: u16, elapsed: Duration, idx
     };
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
-}
-
-/// RFC 3339 UTC timestamp with milliseconds.
-fn httpdate_now() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = now.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if mo <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}.{:03}Z",
-        now.subsec_millis()
-    )
 }

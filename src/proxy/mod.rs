@@ -6,6 +6,7 @@ pub mod accept;
 pub mod ctx;
 pub mod echo;
 pub mod handshake;
+mod inspect;
 mod log;
 mod request;
 mod respond;
@@ -25,6 +26,7 @@ pub use ctx::Ctx;
 pub use respond::error_body;
 
 use crate::config::ListenerBehaviour;
+use crate::inspect::Inspector;
 use crate::metrics::Metrics;
 use crate::runtime::Live;
 
@@ -36,6 +38,8 @@ const MAX_REFUSED_HEADER_LABELS: usize = 64;
 pub struct Stitch {
     pub live: Arc<Live>,
     pub metrics: Arc<Metrics>,
+    /// The request inspector's ring buffer: outlives runtimes, so a reload keeps it.
+    pub inspector: Arc<Inspector>,
     /// Requests in flight, for the graceful drain.
     pub inflight: Arc<AtomicUsize>,
     /// Set while the process hands over to a new one (upgrade): every response closes its
@@ -51,10 +55,11 @@ pub struct Stitch {
 }
 
 impl Stitch {
-    pub fn new(live: Arc<Live>, metrics: Arc<Metrics>) -> Stitch {
+    pub fn new(live: Arc<Live>, metrics: Arc<Metrics>, inspector: Arc<Inspector>) -> Stitch {
         Stitch {
             live,
             metrics,
+            inspector,
             inflight: Arc::new(AtomicUsize::new(0)),
             draining: Arc::new(AtomicBool::new(false)),
             refused_labels: Arc::new(Mutex::new(HashSet::new())),
@@ -68,6 +73,7 @@ impl Stitch {
         Stitch {
             live: self.live.clone(),
             metrics: self.metrics.clone(),
+            inspector: self.inspector.clone(),
             inflight: self.inflight.clone(),
             draining: self.draining.clone(),
             refused_labels: self.refused_labels.clone(),
@@ -104,6 +110,7 @@ impl ProxyHttp for Stitch {
     fn new_ctx(&self) -> Ctx {
         let mut ctx = Ctx::new(self.live.snapshot(), &self.inflight);
         ctx.hsts = self.hsts.clone();
+        ctx.inspect.on = self.inspector.is_on();
         ctx
     }
 
@@ -157,9 +164,7 @@ impl ProxyHttp for Stitch {
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if let Some(route) = ctx.route() {
-            request::upstream_request(ctx, route, upstream_request);
-        }
+        request::upstream_request(ctx, upstream_request);
         Ok(())
     }
 
@@ -199,7 +204,7 @@ impl ProxyHttp for Stitch {
         }
     }
 
-    /// Request done: metrics, the edge span and the access log line.
+    /// Request done: metrics, the inspector's record, the edge span and the access log line.
     async fn logging(&self, session: &mut Session, _e: Option<&pingora::Error>, ctx: &mut Ctx) {
         let status = session
             .response_written()
@@ -213,6 +218,9 @@ impl ProxyHttp for Stitch {
                 .requests
                 .with_label_values(&["(none)", if status == 404 { "4xx" } else { "other" }])
                 .inc(),
+        }
+        if ctx.inspect.on {
+            inspect::record(&self.inspector, session, ctx, status, elapsed);
         }
         log::finish(session, ctx, status, elapsed);
     }

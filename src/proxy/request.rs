@@ -10,12 +10,14 @@ use pingora::proxy::Session;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{ErrorSource, ErrorType};
 
+use super::inspect::{Capture, Recording};
 use super::respond::{cors_headers, error_body, respond};
 use super::{echo, Ctx, Stitch};
 use crate::config::Target;
 use crate::cors::{self, PreflightDecision, PreflightMode};
 use crate::edge::{self, HeaderEdit, TracePlan};
 use crate::forwarded::{self, Hop};
+use crate::inspect;
 use crate::propagation::{Format, Outcome};
 use crate::request_id;
 use crate::routing::host_part;
@@ -100,6 +102,9 @@ pub(super) async fn handle(app: &Stitch, session: &mut Session, ctx: &mut Ctx) -
                     for h in &refused_headers {
                         app.count_refused_header(h);
                     }
+                    if ctx.inspect.on {
+                        ctx.inspect.refused_headers = refused_headers;
+                    }
                     if !route.profile.is_passthrough() {
                         ctx.trace = Some(plan(
                             app,
@@ -154,7 +159,7 @@ pub(super) async fn handle(app: &Stitch, session: &mut Session, ctx: &mut Ctx) -
 
     if route.target == Target::Echo {
         let mut req = session.req_header().clone();
-        upstream_request(ctx, route, &mut req);
+        upstream_request(ctx, &mut req);
         let body = echo::body(&req, client);
         let extra = cors_headers(route.cors.as_ref(), ctx.allowed_origin.as_ref());
         respond(session, ctx, 200, Some("application/json"), body, extra).await?;
@@ -222,12 +227,27 @@ fn plan(
 }
 
 /// The request head as it goes upstream (also what the echo shows): trace headers rewritten,
-/// forwarding headers written, the request id set.
-pub(super) fn upstream_request(ctx: &Ctx, route: &RouteRuntime, req: &mut RequestHeader) {
-    if let Some(plan) = &ctx.trace {
-        rewrite(&ctx.rt, route, req, plan);
+/// forwarding headers written, the request id set; the inspector, when on, keeps the trace
+/// headers sent.
+pub(super) fn upstream_request(ctx: &mut Ctx, req: &mut RequestHeader) {
+    let scheme = ctx.scheme;
+    // Field by field, so the inspector's capture can be written while the route is read.
+    let Ctx {
+        rt,
+        route,
+        trace,
+        client,
+        request_id,
+        inspect,
+        ..
+    } = ctx;
+    let Some(route) = route.and_then(|i| rt.routes.get(i)) else {
+        return;
+    };
+    if let Some(plan) = trace {
+        rewrite(rt, route, req, plan, inspect);
     }
-    if let (Some(client), false) = (&ctx.client, route.forwarded_headers.is_empty()) {
+    if let (Some(client), false) = (&*client, route.forwarded_headers.is_empty()) {
         let host = match req.headers.get(http::header::HOST) {
             Some(h) => Some(h.clone()),
             None => req
@@ -237,20 +257,38 @@ pub(super) fn upstream_request(ctx: &Ctx, route: &RouteRuntime, req: &mut Reques
         };
         let hop = Hop {
             client,
-            scheme: ctx.scheme,
+            scheme,
             host,
         };
         let edits = forwarded::edits(&route.forwarded_headers, &hop, &req.headers);
         forwarded::apply(edits, req);
     }
-    if let Some(id) = &ctx.request_id {
+    if let Some(id) = request_id {
         let _ = req.insert_header("x-request-id", id.clone());
     }
+    // A pass-through route rewrites nothing: what it sends are the headers as they came.
+    inspect.sent(req);
 }
 
-/// Rewrite the trace headers of a request going upstream and count the formats written.
-fn rewrite(rt: &Runtime, route: &RouteRuntime, req: &mut RequestHeader, plan: &TracePlan) {
-    edge::rewrite(plan, &route.profile.inject, req);
+/// Rewrite the trace headers of a request going upstream and count the formats written; the
+/// inspector, when on, keeps the headers written.
+fn rewrite(
+    rt: &Runtime,
+    route: &RouteRuntime,
+    req: &mut RequestHeader,
+    plan: &TracePlan,
+    capture: &mut Capture,
+) {
+    if capture.on {
+        let mut rec = Recording {
+            headers: req,
+            written: inspect::HeaderText::with_room(),
+        };
+        edge::rewrite(plan, &route.profile.inject, &mut rec);
+        capture.sent = Some(rec.written);
+    } else {
+        edge::rewrite(plan, &route.profile.inject, req);
+    }
     for f in &route.profile.inject {
         if *f != Format::Baggage || plan.context.baggage.is_some() {
             rt.formats.injected[FormatCounters::index(*f)].inc();

@@ -36,10 +36,10 @@ impl ExportHandle {
                 .datadog_agent_url
                 .clone()
                 .map(|agent_url| DatadogExport { agent_url }),
-            otlp: e
-                .otlp_endpoint
-                .clone()
-                .map(|endpoint| OtlpExport { endpoint }),
+            otlp: e.otlp_endpoint.clone().map(|endpoint| OtlpExport {
+                endpoint,
+                ca_pem: e.otlp_ca.as_ref().map(|c| c.pem.clone()),
+            }),
             queue_capacity: e.queue_capacity,
             batch_size: e.batch_size,
             flush_interval: e.flush_interval,

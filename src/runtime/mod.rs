@@ -211,10 +211,8 @@ pub fn config_hash(loaded: &crate::config::Loaded) -> String {
     if !cluster.is_empty() {
         parts.push(cluster.as_bytes());
     }
-    for u in &config.upstreams {
-        if let Some(ca) = &u.ca {
-            parts.push(&ca.pem);
-        }
+    for ca in config.ca_files() {
+        parts.push(&ca.pem);
     }
     for c in config.server.certificates() {
         parts.push(&c.cert.pem);

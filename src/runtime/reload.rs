@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use super::{compile, config_hash, EndpointFeed, Live, Runtime, Task};
 use crate::config::kubernetes::{Cluster, Verdict};
 use crate::config::{self, Config};
+use crate::inspect::Inspector;
 use crate::metrics::Metrics;
 
 /// How long the directory must stay quiet before a change is read (an editor's save or a
@@ -65,6 +66,8 @@ pub struct Sources {
     pub metrics: Arc<Metrics>,
     /// With `[kubernetes]`: the cluster's objects.
     pub cluster: Option<Arc<dyn ClusterSource>>,
+    /// The request inspector, whose capacity and Datadog site follow the configuration.
+    pub inspector: Arc<Inspector>,
     /// One rebuild at a time (a file change and a cluster change may come together).
     rebuilding: Mutex<()>,
 }
@@ -185,12 +188,14 @@ impl Sources {
         live: Arc<Live>,
         metrics: Arc<Metrics>,
         cluster: Option<Arc<dyn ClusterSource>>,
+        inspector: Arc<Inspector>,
     ) -> Sources {
         Sources {
             path,
             live,
             metrics,
             cluster,
+            inspector,
             rebuilding: Mutex::new(()),
         }
     }
@@ -251,7 +256,9 @@ impl Sources {
             .filter(|old| !rt.routes.iter().any(|r| r.name == old.name))
             .map(|r| r.name.clone())
             .collect();
+        let inspect = rt.config.inspect.clone();
         let old = self.live.swap(rt);
+        self.inspector.configure(inspect.requests, inspect.dd_site);
         // A pool of Services made during the compile read the endpoints as they were then; one
         // that changed since was refreshed in the runtime that was serving, not in this one.
         for pool in &self.live.snapshot().pools {

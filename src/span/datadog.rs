@@ -6,7 +6,8 @@
 //! spans give equal bytes. Integers use the smallest msgpack form, as dd-trace does.
 //!
 //! Span map, in order: `trace_id` (low 64 bits), `span_id`, `parent_id` (0 for a root), `name`,
-//! `resource`, `service`, `type` (`web`), `start`, `duration`, `error` (0/1), `meta`, `metrics`,
+//! `resource`, `service`, `type` (`web`), `start`, `duration`, `error` (0/1), `meta` (with the
+//! profile's baggage tags as `baggage.KEY`, dd-trace's names), `metrics`,
 //! and `span_links` when there are links (dd-trace-py's v0.4 shape: a list of maps with
 //! `trace_id`, `trace_id_high` when non-zero, `span_id`, `attributes`, `tracestate`, and `flags`
 //! with bit 31 set to say the sampling flag is known).
@@ -21,7 +22,7 @@
 
 use super::{
     decision_maker, full_url, propagated_tags, split_host_port, trace_id_high, EdgeSpan,
-    ServiceInfo, SpanLink, SPAN_NAME, TRACER_VERSION,
+    ServiceInfo, SpanLink, BAGGAGE_TAG_PREFIX, SPAN_NAME, TRACER_VERSION,
 };
 use std::borrow::Borrow;
 
@@ -167,7 +168,10 @@ fn encode_meta(span: &EdgeSpan, svc: &ServiceInfo, out: &mut Vec<u8>) -> Result<
         ("_dd.propagation_error", span.propagation_error.as_deref()),
     ];
     let present = fixed.iter().filter(|(_, v)| v.is_some()).count();
-    map_len(out, present + propagated_tags(span).count())?;
+    map_len(
+        out,
+        present + propagated_tags(span).count() + span.baggage.len(),
+    )?;
     for (k, v) in fixed {
         if let Some(v) = v {
             str_(out, k)?;
@@ -176,6 +180,11 @@ fn encode_meta(span: &EdgeSpan, svc: &ServiceInfo, out: &mut Vec<u8>) -> Result<
     }
     for (k, v) in propagated_tags(span) {
         str_(out, k)?;
+        str_(out, v)?;
+    }
+    // dd-trace's baggage tags (`DD_TRACE_BAGGAGE_TAG_KEYS`): `baggage.` and the key.
+    for (k, v) in &span.baggage {
+        str_(out, &format!("{BAGGAGE_TAG_PREFIX}{k}"))?;
         str_(out, v)?;
     }
     Ok(())

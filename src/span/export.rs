@@ -36,8 +36,11 @@ impl Default for DatadogExport {
 /// OTLP/HTTP exporter settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OtlpExport {
-    /// Full URL of the traces endpoint, e.g. `http://127.0.0.1:4318/v1/traces`, used as is.
+    /// Full URL of the traces endpoint, e.g. `http://127.0.0.1:4318/v1/traces` or
+    /// `https://collector.example/v1/traces`, used as is.
     pub endpoint: String,
+    /// PEM CA certificates trusted for an `https://` endpoint instead of the system's.
+    pub ca_pem: Option<Arc<[u8]>>,
 }
 
 /// How spans leave the proxy.
@@ -305,7 +308,7 @@ pub fn build(cfg: ExportConfig, svc: ServiceInfo, metrics: ExportMetrics) -> (Sp
     let mut targets = Vec::new();
     if let Some(dd) = &cfg.datadog {
         match Endpoint::parse(&dd.agent_url) {
-            Ok(ep) => targets.push((Kind::Datadog, ep.join(datadog::TRACES_PATH))),
+            Ok(ep) => targets.push((Kind::Datadog, ep.join(datadog::TRACES_PATH), None)),
             Err(e) => log::warn!(
                 "span export to datadog disabled: agent_url {:?}: {e}",
                 dd.agent_url
@@ -313,9 +316,19 @@ pub fn build(cfg: ExportConfig, svc: ServiceInfo, metrics: ExportMetrics) -> (Sp
         }
     }
     if let Some(o) = &cfg.otlp {
-        match Endpoint::parse(&o.endpoint) {
-            Ok(ep) => targets.push((Kind::Otlp, ep)),
-            Err(e) => log::warn!(
+        let ca = o
+            .ca_pem
+            .as_ref()
+            .map(|pem| crate::tls::parse_certificates(pem));
+        match (Endpoint::parse(&o.endpoint), ca) {
+            (Ok(ep), None) => targets.push((Kind::Otlp, ep, None)),
+            (Ok(ep), Some(Ok(certs))) => {
+                targets.push((Kind::Otlp, ep, Some(Arc::new(certs.into_boxed_slice()))))
+            }
+            (Ok(_), Some(Err(e))) => {
+                log::warn!("span export to otlp disabled: ca_file {e}")
+            }
+            (Err(e), _) => log::warn!(
                 "span export to otlp disabled: endpoint {:?}: {e}",
                 o.endpoint
             ),
@@ -323,7 +336,7 @@ pub fn build(cfg: ExportConfig, svc: ServiceInfo, metrics: ExportMetrics) -> (Sp
     }
     let mut lanes = Vec::new();
     let mut workers = Vec::new();
-    for (kind, endpoint) in targets {
+    for (kind, endpoint, ca) in targets {
         let (tx, rx) = mpsc::channel(cfg.queue_capacity.max(1));
         let counters = Counters::new(&metrics, kind);
         let batch_ready = Arc::new(Notify::new());
@@ -339,7 +352,7 @@ pub fn build(cfg: ExportConfig, svc: ServiceInfo, metrics: ExportMetrics) -> (Sp
             kind,
             rx,
             batch_ready,
-            client: http::Client::new(endpoint),
+            client: http::Client::new(endpoint, ca),
             svc: Arc::clone(&svc),
             settings: Arc::clone(&settings),
             counters,
@@ -591,6 +604,7 @@ mod tests {
             }),
             otlp: Some(OtlpExport {
                 endpoint: "http://collector:4318/v1/traces".into(),
+                ca_pem: None,
             }),
             ..ExportConfig::default()
         }
@@ -647,6 +661,7 @@ mod tests {
         let mut cfg = both();
         cfg.otlp = Some(OtlpExport {
             endpoint: "grpc://x".into(),
+            ca_pem: None,
         });
         let (sink, exporter) = build(cfg, ServiceInfo::default(), ExportMetrics::new().unwrap());
         assert!(sink.is_enabled());

@@ -1,15 +1,22 @@
-//! A minimal HTTP/1.1 client for span export: a [`Client`] keeps its connection open between
-//! requests (keep-alive) when the server's answer allows it, a deadline covers the whole
-//! exchange, `http://` over TCP and `unix://` over a Unix socket (the Datadog Agent's
-//! `apm.socket`). No TLS: both export targets are local agents or collectors; put a collector in
-//! front for anything remote.
+//! The HTTP/1.1 client of span export, on Pingora's own client (its connector, connection pool
+//! and HTTP/1.1 session, already in the binary): a [`Client`] keeps its connection to the agent
+//! or collector open between requests when the answer allows it (Pingora's keep-alive rules,
+//! chunked answers included), one deadline covers the whole exchange, and the target is
+//! `http://`, `https://` (OpenSSL, the system's roots or a `ca_file`) or `unix://` (the
+//! Datadog Agent's `apm.socket`).
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// Most of a response we read (the rest is left unread and the connection closed).
+use pingora::connectors::http::v1::Connector;
+use pingora::http::RequestHeader;
+use pingora::protocols::http::v1::client::HttpSession;
+use pingora::tls::x509::X509;
+use pingora::upstreams::peer::HttpPeer;
+
+/// Most of an answer's body kept (the rest is read and dropped).
 const MAX_RESPONSE: usize = 1 << 20;
-const MAX_HEAD: usize = 16 << 10;
 
 /// Where a request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +29,8 @@ pub enum Target {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     pub target: Target,
+    /// TLS (`https://`).
+    pub tls: bool,
     /// Request target, e.g. `/v0.4/traces`; empty when the URL had no path.
     pub path: String,
     /// `Host` header value.
@@ -31,7 +40,7 @@ pub struct Endpoint {
 /// Why a URL cannot be used for export.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UrlError {
-    #[error("only http:// and unix:// are supported (no TLS)")]
+    #[error("only http://, https:// and unix:// are supported")]
     Scheme,
     #[error("missing host")]
     NoHost,
@@ -39,10 +48,16 @@ pub enum UrlError {
     Port,
     #[error("user info in the URL is not supported")]
     UserInfo,
+    /// TLS checks the certificate against a host name; an IP address is never sent as SNI.
+    #[error(
+        "https:// needs a host name, not an IP address (the certificate is checked against it)"
+    )]
+    TlsIp,
 }
 
 impl Endpoint {
-    /// Parse `http://host[:port][/path]`, `http://[v6][:port][/path]` or `unix:///socket/path`.
+    /// Parse `http[s]://host[:port][/path]`, `http[s]://[v6][:port][/path]` or
+    /// `unix:///socket/path`.
     pub fn parse(url: &str) -> Result<Endpoint, UrlError> {
         let url = url.trim();
         if let Some(path) = url.strip_prefix("unix://") {
@@ -53,11 +68,17 @@ impl Endpoint {
                 target: Target::Unix {
                     path: path.to_string(),
                 },
+                tls: false,
                 path: String::new(),
                 host_header: "localhost".to_string(),
             });
         }
-        let rest = url.strip_prefix("http://").ok_or(UrlError::Scheme)?;
+        let (rest, tls) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(rest), _) => (rest, false),
+            (None, Some(rest)) => (rest, true),
+            (None, None) => return Err(UrlError::Scheme),
+        };
+        let default_port = if tls { 443 } else { 80 };
         let (authority, path) = match rest.find('/') {
             Some(i) => rest.split_at(i),
             None => (rest, ""),
@@ -68,7 +89,7 @@ impl Endpoint {
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
             let (host, tail) = v6.split_once(']').ok_or(UrlError::NoHost)?;
             let port = match tail {
-                "" => 80,
+                "" => default_port,
                 t => t
                     .strip_prefix(':')
                     .and_then(|p| p.parse().ok())
@@ -78,17 +99,21 @@ impl Endpoint {
         } else {
             match authority.split_once(':') {
                 Some((h, p)) => (h, p.parse().map_err(|_| UrlError::Port)?),
-                None => (authority, 80),
+                None => (authority, default_port),
             }
         };
         if host.is_empty() {
             return Err(UrlError::NoHost);
+        }
+        if tls && host.parse::<std::net::IpAddr>().is_ok() {
+            return Err(UrlError::TlsIp);
         }
         Ok(Endpoint {
             target: Target::Tcp {
                 host: host.to_string(),
                 port,
             },
+            tls,
             path: path.to_string(),
             host_header: authority.to_string(),
         })
@@ -114,115 +139,71 @@ impl Endpoint {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     pub status: u16,
-    /// The body as read (at most 1 MiB; not de-chunked).
+    /// The body (at most 1 MiB kept).
     pub body: Vec<u8>,
 }
 
 /// Why a request got no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
+    #[error("cannot resolve {0}: {1}")]
+    Resolve(String, std::io::Error),
     #[error("connect: {0}")]
-    Connect(std::io::Error),
-    #[error("i/o: {0}")]
-    Io(#[from] std::io::Error),
+    Connect(Box<pingora::Error>),
+    #[error("{0}")]
+    Exchange(Box<pingora::Error>),
     #[error("no answer within {0:?}")]
     Timeout(Duration),
     #[error("malformed response: {0}")]
     BadResponse(&'static str),
-    /// The connection closed before a single byte of the answer.
-    #[error("connection closed without an answer")]
-    Closed,
 }
 
-impl SendError {
-    /// The failure a kept-alive connection shows when the server closed it while idle: the
-    /// request never got an answer, so it is sent again on a new connection.
-    fn is_stale_connection(&self) -> bool {
-        match self {
-            SendError::Closed => true,
-            SendError::Io(e) => matches!(
-                e.kind(),
-                std::io::ErrorKind::BrokenPipe
-                    | std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::ConnectionAborted
-                    | std::io::ErrorKind::UnexpectedEof
-            ),
-            _ => false,
-        }
-    }
-}
-
-/// Requests to one endpoint over a connection kept open while the server allows it.
-#[derive(Debug)]
+/// Requests to one endpoint, over a connection kept in the connector's pool between them.
 pub struct Client {
     ep: Endpoint,
-    conn: Option<Conn>,
+    connector: Connector,
+    /// CA certificates trusted instead of the system's (`ca_file`).
+    ca: Option<Arc<Box<[X509]>>>,
     /// Connections opened so far (for `stitch_export_connections_total`).
     opened: u64,
 }
 
-#[derive(Debug)]
-enum Conn {
-    Tcp(tokio::net::TcpStream),
-    #[cfg(unix)]
-    Unix(tokio::net::UnixStream),
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("ep", &self.ep)
+            .field("opened", &self.opened)
+            .finish()
+    }
 }
 
-impl Conn {
-    async fn open(ep: &Endpoint) -> Result<Conn, SendError> {
-        match &ep.target {
-            Target::Tcp { host, port } => {
-                let stream = tokio::net::TcpStream::connect((host.as_str(), *port))
-                    .await
-                    .map_err(SendError::Connect)?;
-                stream.set_nodelay(true).ok();
-                Ok(Conn::Tcp(stream))
-            }
-            #[cfg(unix)]
-            Target::Unix { path } => tokio::net::UnixStream::connect(path)
-                .await
-                .map(Conn::Unix)
-                .map_err(SendError::Connect),
-            #[cfg(not(unix))]
-            Target::Unix { .. } => Err(SendError::Connect(std::io::Error::new(
-                std::io::ErrorKind::Unsupported,
-                "unix sockets are not supported on this platform",
-            ))),
-        }
-    }
-
-    async fn exchange(&mut self, head: &[u8], body: &[u8]) -> Result<(Response, bool), SendError> {
-        match self {
-            Conn::Tcp(s) => over(s, head, body).await,
-            #[cfg(unix)]
-            Conn::Unix(s) => over(s, head, body).await,
-        }
-    }
+/// Where the exchange stopped, for the one retry on a fresh connection.
+enum Failure {
+    /// No byte of an answer arrived on a reused connection: the server had closed it while
+    /// it was idle, so the request is sent again on a new one.
+    Stale(SendError),
+    Other(SendError),
 }
 
 impl Client {
-    pub fn new(ep: Endpoint) -> Client {
+    pub fn new(ep: Endpoint, ca: Option<Arc<Box<[X509]>>>) -> Client {
         Client {
             ep,
-            conn: None,
+            connector: Connector::new(None),
+            ca,
             opened: 0,
         }
     }
 
-    /// How many connections this client has opened (attempts that connected).
+    /// How many connections this client has opened.
     pub fn connections_opened(&self) -> u64 {
         self.opened
     }
 
-    /// Whether a connection is being kept for the next request.
-    pub fn has_connection(&self) -> bool {
-        self.conn.is_some()
-    }
-
     /// Send one request and read the answer, all within `timeout`. A kept connection is used
     /// first; when the server had closed it (no answer at all), the request goes once more on a
-    /// new connection. The connection is kept afterwards only if the answer had a
-    /// `Content-Length`, was read whole, and did not ask to close.
+    /// new connection. The connection goes back to the pool only if Pingora's keep-alive rules
+    /// allow it (the answer was read whole and did not ask to close).
     pub async fn send(
         &mut self,
         method: &str,
@@ -230,145 +211,165 @@ impl Client {
         body: &[u8],
         timeout: Duration,
     ) -> Result<Response, SendError> {
-        let head = request_head(&self.ep, method, headers, body.len());
         let deadline = tokio::time::Instant::now() + timeout;
-        if let Some(mut conn) = self.conn.take() {
-            match tokio::time::timeout_at(deadline, conn.exchange(&head, body)).await {
-                Err(_) => return Err(SendError::Timeout(timeout)),
-                Ok(Ok((resp, keep))) => {
-                    if keep {
-                        self.conn = Some(conn);
+        let attempt = async {
+            let peers = self.peers(timeout).await?;
+            match self.exchange(&peers, method, headers, body).await {
+                Ok(r) => Ok(r),
+                Err(Failure::Stale(_)) => {
+                    match self.exchange(&peers, method, headers, body).await {
+                        Ok(r) => Ok(r),
+                        Err(Failure::Stale(e) | Failure::Other(e)) => Err(e),
                     }
-                    return Ok(resp);
                 }
-                Ok(Err(e)) if e.is_stale_connection() => {}
-                Ok(Err(e)) => return Err(e),
+                Err(Failure::Other(e)) => Err(e),
             }
-        }
-        let opened = &mut self.opened;
-        let fresh = async {
-            let mut conn = Conn::open(&self.ep).await?;
-            *opened += 1;
-            let (resp, keep) = conn.exchange(&head, body).await?;
-            Ok::<_, SendError>((resp, keep.then_some(conn)))
         };
-        match tokio::time::timeout_at(deadline, fresh).await {
+        match tokio::time::timeout_at(deadline, attempt).await {
+            Ok(r) => r,
             Err(_) => Err(SendError::Timeout(timeout)),
-            Ok(Err(e)) => Err(e),
-            Ok(Ok((resp, conn))) => {
-                self.conn = conn;
-                Ok(resp)
+        }
+    }
+
+    /// The peers to try, in order: the endpoint's name resolved now (a moved agent is found
+    /// again), every address it has, as a TCP connect would try them.
+    async fn peers(&self, timeout: Duration) -> Result<Vec<HttpPeer>, SendError> {
+        let mut peers = match &self.ep.target {
+            Target::Unix { path } => {
+                vec![HttpPeer::new_uds(path, false, String::new()).map_err(SendError::Connect)?]
+            }
+            Target::Tcp { host, port } => {
+                let addrs: Vec<SocketAddr> = match host.parse::<std::net::IpAddr>() {
+                    Ok(ip) => vec![SocketAddr::new(ip, *port)],
+                    Err(_) => tokio::net::lookup_host((host.as_str(), *port))
+                        .await
+                        .map_err(|e| SendError::Resolve(host.clone(), e))?
+                        .collect(),
+                };
+                if addrs.is_empty() {
+                    let none = std::io::Error::other("no address found");
+                    return Err(SendError::Resolve(host.clone(), none));
+                }
+                let sni = if self.ep.tls {
+                    host.clone()
+                } else {
+                    String::new()
+                };
+                addrs
+                    .into_iter()
+                    .map(|a| HttpPeer::new(a, self.ep.tls, sni.clone()))
+                    .collect()
+            }
+        };
+        for peer in &mut peers {
+            peer.options.connection_timeout = Some(timeout);
+            peer.options.ca = self.ca.clone();
+        }
+        Ok(peers)
+    }
+
+    /// A session with the first peer that answers the connect (from the pool when one is kept).
+    async fn connect<'p>(
+        &mut self,
+        peers: &'p [HttpPeer],
+    ) -> Result<(HttpSession, bool, &'p HttpPeer), SendError> {
+        let mut last = None;
+        for peer in peers {
+            match self.connector.get_http_session(peer).await {
+                Ok((session, reused)) => {
+                    if !reused {
+                        self.opened += 1;
+                    }
+                    return Ok((session, reused, peer));
+                }
+                Err(e) => last = Some(e),
             }
         }
+        Err(SendError::Connect(last.unwrap_or_else(|| {
+            pingora::Error::explain(pingora::ErrorType::ConnectError, "no address to connect to")
+        })))
     }
-}
 
-fn request_head(ep: &Endpoint, method: &str, headers: &[(&str, String)], len: usize) -> Vec<u8> {
-    let mut head = format!(
-        "{method} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: stitch/{}\r\nContent-Length: {len}\r\n",
-        ep.request_target(),
-        ep.host_header,
-        super::TRACER_VERSION,
-    );
-    for (k, v) in headers {
-        head.push_str(k);
-        head.push_str(": ");
-        head.push_str(v);
-        head.push_str("\r\n");
-    }
-    head.push_str("\r\n");
-    head.into_bytes()
-}
-
-async fn over<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: &mut S,
-    head: &[u8],
-    body: &[u8],
-) -> Result<(Response, bool), SendError> {
-    stream.write_all(head).await?;
-    stream.write_all(body).await?;
-    stream.flush().await?;
-    read_response(stream).await
-}
-
-/// Read one answer: the response and whether the connection may carry another request.
-async fn read_response<S: AsyncRead + Unpin>(
-    stream: &mut S,
-) -> Result<(Response, bool), SendError> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = find(&buf, b"\r\n\r\n") {
-            break i + 4;
-        }
-        if buf.len() > MAX_HEAD {
-            return Err(SendError::BadResponse("head too large"));
-        }
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(if buf.is_empty() {
-                SendError::Closed
+    async fn exchange(
+        &mut self,
+        peers: &[HttpPeer],
+        method: &str,
+        headers: &[(&str, String)],
+        body: &[u8],
+    ) -> Result<Response, Failure> {
+        let (mut session, reused, peer) = self.connect(peers).await.map_err(Failure::Other)?;
+        let before_answer = |e: Box<pingora::Error>| {
+            if reused {
+                Failure::Stale(SendError::Exchange(e))
             } else {
-                SendError::BadResponse("closed before a full response head")
-            });
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = std::str::from_utf8(&buf[..head_end])
-        .map_err(|_| SendError::BadResponse("head not utf-8"))?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = parse_status_line(status_line).ok_or(SendError::BadResponse("bad status line"))?;
-    let mut content_length = None;
-    let mut close = !status_line.starts_with("HTTP/1.1 ");
-    for (k, v) in lines.filter_map(|l| l.split_once(':')) {
-        let (k, v) = (k.trim(), v.trim());
-        if k.eq_ignore_ascii_case("content-length") {
-            content_length = v.parse::<usize>().ok();
-        } else if k.eq_ignore_ascii_case("connection") {
-            close |= v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"));
-        } else if k.eq_ignore_ascii_case("transfer-encoding") {
-            // Not de-chunked here: the end of the body is unknown, so the connection goes.
-            close = true;
-        }
+                Failure::Other(SendError::Exchange(e))
+            }
+        };
+        let req = request_head(&self.ep, method, headers, body.len())
+            .map_err(|e| Failure::Other(SendError::Exchange(e)))?;
+        session
+            .write_request_header(Box::new(req))
+            .await
+            .map_err(before_answer)?;
+        session.write_body(body).await.map_err(before_answer)?;
+        session.finish_body().await.map_err(before_answer)?;
+        session.read_response().await.map_err(before_answer)?;
+        let status = session
+            .get_status()
+            .map(|s| s.as_u16())
+            .ok_or(Failure::Other(SendError::BadResponse("no status")))?;
+        let answer = read_body(&mut session)
+            .await
+            .map_err(|e| Failure::Other(SendError::Exchange(e)))?;
+        self.connector
+            .release_http_session(session, peer, None)
+            .await;
+        Ok(Response {
+            status,
+            body: answer,
+        })
     }
-    let mut body = buf.split_off(head_end);
-    let want = content_length.unwrap_or(MAX_RESPONSE).min(MAX_RESPONSE);
-    // Read the body to Content-Length, else to EOF (and the connection is not kept).
-    while body.len() < want {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            break;
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    let whole = content_length.is_some_and(|n| n <= MAX_RESPONSE && body.len() == n);
-    body.truncate(want);
-    Ok((Response { status, body }, whole && !close))
 }
 
-fn parse_status_line(line: &str) -> Option<u16> {
-    let mut parts = line.splitn(3, ' ');
-    let version = parts.next()?;
-    if !version.starts_with("HTTP/1.") {
-        return None;
+fn request_head(
+    ep: &Endpoint,
+    method: &str,
+    headers: &[(&str, String)],
+    len: usize,
+) -> pingora::Result<RequestHeader> {
+    let mut req = RequestHeader::build(
+        method,
+        ep.request_target().as_bytes(),
+        Some(4 + headers.len()),
+    )?;
+    req.insert_header(http::header::HOST, ep.host_header.as_str())?;
+    req.insert_header(
+        http::header::USER_AGENT,
+        concat!("stitch/", env!("CARGO_PKG_VERSION")),
+    )?;
+    req.insert_header(http::header::CONTENT_LENGTH, len)?;
+    for (k, v) in headers {
+        req.append_header(k.to_string(), v.as_str())?;
     }
-    let code = parts.next()?;
-    if code.len() != 3 {
-        return None;
-    }
-    code.parse().ok()
+    Ok(req)
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+/// The answer's body, read to its end (so the connection can be reused), at most
+/// [`MAX_RESPONSE`] bytes kept.
+async fn read_body(session: &mut HttpSession) -> pingora::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    while let Some(chunk) = session.read_body_ref().await? {
+        let room = MAX_RESPONSE.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    }
+    Ok(body)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
     fn parses_urls() {
@@ -376,32 +377,21 @@ mod tests {
             host: host.into(),
             port,
         };
-        for (url, target, path, host_header) in [
-            (
-                "http://127.0.0.1:8126",
-                tcp("127.0.0.1", 8126),
-                "",
-                "127.0.0.1:8126",
-            ),
-            ("http://agent", tcp("agent", 80), "", "agent"),
-            (
-                "http://[::1]:4318/v1/traces",
-                tcp("::1", 4318),
-                "/v1/traces",
-                "[::1]:4318",
-            ),
-            ("http://[::1]/x", tcp("::1", 80), "/x", "[::1]"),
-            (
-                " http://c:4318/a/b?q=1 ",
-                tcp("c", 4318),
-                "/a/b?q=1",
-                "c:4318",
-            ),
-        ] {
+        #[rustfmt::skip]
+        let rows = [
+            ("http://127.0.0.1:8126", tcp("127.0.0.1", 8126), false, "", "127.0.0.1:8126"),
+            ("http://agent", tcp("agent", 80), false, "", "agent"),
+            ("http://[::1]:4318/v1/traces", tcp("::1", 4318), false, "/v1/traces", "[::1]:4318"),
+            ("http://[::1]/x", tcp("::1", 80), false, "/x", "[::1]"),
+            (" http://c:4318/a/b?q=1 ", tcp("c", 4318), false, "/a/b?q=1", "c:4318"),
+            ("https://otlp.example/v1/traces", tcp("otlp.example", 443), true, "/v1/traces", "otlp.example"),
+            ("https://localhost:4318", tcp("localhost", 4318), true, "", "localhost:4318"),
+        ];
+        for (url, target, tls, path, host_header) in rows {
             let ep = Endpoint::parse(url).unwrap();
             assert_eq!(
-                (ep.target, ep.path.as_str(), ep.host_header.as_str()),
-                (target, path, host_header),
+                (ep.target, ep.tls, ep.path.as_str(), ep.host_header.as_str()),
+                (target, tls, path, host_header),
                 "{url}"
             );
         }
@@ -413,7 +403,7 @@ mod tests {
             }
         );
         for (url, err) in [
-            ("https://agent:8126", UrlError::Scheme),
+            ("ftp://agent:8126", UrlError::Scheme),
             ("agent:8126", UrlError::Scheme),
             ("http://:8126", UrlError::NoHost),
             ("http://agent:99999", UrlError::Port),
@@ -421,6 +411,8 @@ mod tests {
             ("http://[::1", UrlError::NoHost),
             ("http://[::1]x", UrlError::Port),
             ("http://u:p@agent", UrlError::UserInfo),
+            ("https://127.0.0.1:4318", UrlError::TlsIp),
+            ("https://[::1]/v1/traces", UrlError::TlsIp),
             ("unix://", UrlError::NoHost),
         ] {
             assert_eq!(Endpoint::parse(url), Err(err), "{url}");
@@ -438,73 +430,13 @@ mod tests {
         assert_eq!(Endpoint::parse("http://a").unwrap().request_target(), "/");
     }
 
-    #[test]
-    fn status_lines() {
-        assert_eq!(parse_status_line("HTTP/1.1 200 OK"), Some(200));
-        assert_eq!(parse_status_line("HTTP/1.0 503"), Some(503));
-        assert_eq!(parse_status_line("HTTP/2 200"), None);
-        assert_eq!(parse_status_line("HTTP/1.1 20 OK"), None);
-        assert_eq!(parse_status_line("garbage"), None);
-    }
-
-    #[tokio::test]
-    async fn reads_head_and_body() {
-        let raw = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\ncontent-length: 2\r\n\r\n{}extra";
-        let (r, keep) = read_response(&mut &raw[..]).await.unwrap();
-        // Bytes beyond Content-Length: the connection's state is unknown, so it is not kept.
-        assert_eq!(
-            (r.status, r.body.as_slice(), keep),
-            (200, &b"{}"[..], false)
-        );
-        let raw = b"HTTP/1.1 500 Internal Server Error\r\n\r\nboom";
-        let (r, keep) = read_response(&mut &raw[..]).await.unwrap();
-        assert_eq!(
-            (r.status, r.body.as_slice(), keep),
-            (500, &b"boom"[..], false)
-        );
-        let raw = b"HTTP/1.1 200 OK\r\nContent-Le";
-        assert!(matches!(
-            read_response(&mut &raw[..]).await,
-            Err(SendError::BadResponse(_))
-        ));
-        assert!(matches!(
-            read_response(&mut &b""[..]).await,
-            Err(SendError::Closed)
-        ));
-    }
-
-    /// When the connection may carry another request: only a whole body of known length, on
-    /// HTTP/1.1, without `Connection: close`.
-    #[tokio::test]
-    async fn keep_alive_only_when_the_answer_allows_it() {
-        let rows: [(&[u8], bool); 7] = [
-            (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", true),
-            (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", true),
-            (
-                b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}",
-                false,
-            ),
-            (
-                b"HTTP/1.1 200 OK\r\nConnection: Keep-Alive, Close\r\nContent-Length: 0\r\n\r\n",
-                false,
-            ),
-            (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n{}", false),
-            (
-                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
-                false,
-            ),
-            (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n{}", false),
-        ];
-        for (raw, want) in rows {
-            let (_, keep) = read_response(&mut &raw[..]).await.unwrap();
-            assert_eq!(keep, want, "{}", String::from_utf8_lossy(raw));
-        }
-    }
-
-    /// A local server that answers every request with 200 and counts its connections; it
-    /// closes a connection after `per_conn` answers, as a server dropping an idle keep-alive
-    /// connection does.
-    async fn counting_server(per_conn: usize) -> (u16, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    /// A local server that answers every request with `answer` and counts its connections and
+    /// requests; it closes a connection after `per_conn` answers, as a server dropping an idle
+    /// keep-alive connection does.
+    async fn counting_server(
+        per_conn: usize,
+        answer: &'static [u8],
+    ) -> (u16, Arc<AtomicUsize>, Arc<AtomicUsize>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (conns, reqs) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -522,7 +454,7 @@ mod tests {
                     for _ in 0..per_conn {
                         // one request: head, then Content-Length bytes of body
                         let (head_end, len) = loop {
-                            if let Some(i) = find(&buf, b"\r\n\r\n") {
+                            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                                 let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
                                 let len = head
                                     .lines()
@@ -544,8 +476,7 @@ mod tests {
                         }
                         buf.drain(..head_end + len);
                         r.fetch_add(1, Ordering::SeqCst);
-                        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
-                        if sock.write_all(ok).await.is_err() {
+                        if sock.write_all(answer).await.is_err() {
                             return;
                         }
                     }
@@ -556,21 +487,59 @@ mod tests {
         (port, conns, reqs)
     }
 
-    #[tokio::test]
-    async fn a_client_reuses_its_connection_and_survives_the_server_closing_it() {
-        let (port, conns, reqs) = counting_server(3).await;
+    async fn send_n(port: u16, n: usize) -> Client {
         let ep = Endpoint::parse(&format!("http://127.0.0.1:{port}/v0.4/traces")).unwrap();
-        let mut client = Client::new(ep);
-        let t = Duration::from_secs(5);
-        for i in 1..=7 {
-            let r = client.send("PUT", &[], b"[]", t).await.unwrap();
+        let mut client = Client::new(ep, None);
+        for i in 1..=n {
+            let r = client
+                .send("PUT", &[], b"[]", Duration::from_secs(5))
+                .await
+                .unwrap_or_else(|e| panic!("request {i}: {e}"));
             assert_eq!(r.status, 200, "request {i}");
         }
-        // 3 answers per connection, and the 4th and 7th requests found theirs closed: each was
-        // sent again on a new connection rather than failing.
+        client
+    }
+
+    #[tokio::test]
+    async fn a_client_reuses_its_connection_and_survives_the_server_closing_it() {
+        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
+        let (port, conns, reqs) = counting_server(3, ok).await;
+        let client = send_n(port, 7).await;
+        // 3 answers per connection; the 4th and 7th requests found theirs closed and went on a
+        // new connection rather than failing.
         assert_eq!(reqs.load(Ordering::SeqCst), 7);
         assert_eq!(conns.load(Ordering::SeqCst), 3);
         assert_eq!(client.connections_opened(), 3);
-        assert!(client.has_connection());
+    }
+
+    /// When the connection may carry another request: a chunked answer read whole keeps it (the
+    /// hand-written client closed it); `Connection: close` and HTTP/1.0 do not.
+    #[tokio::test]
+    async fn keep_alive_only_when_the_answer_allows_it() {
+        let rows: [(&'static [u8], usize); 4] = [
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", 1),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+                1,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}",
+                3,
+            ),
+            (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n{}", 3),
+        ];
+        for (answer, want) in rows {
+            let (port, conns, _) = counting_server(100, answer).await;
+            let client = send_n(port, 3).await;
+            assert_eq!(
+                (
+                    conns.load(Ordering::SeqCst),
+                    client.connections_opened() as usize
+                ),
+                (want, want),
+                "{}",
+                String::from_utf8_lossy(answer)
+            );
+        }
     }
 }

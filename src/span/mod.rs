@@ -4,8 +4,8 @@
 //! The proxy builds an [`EdgeSpan`] when a request ends and hands it to [`SpanSink::submit`],
 //! which only does a `try_send` into a bounded queue per exporter: a full queue drops the span
 //! and counts it. A background future ([`Exporter::run`]) batches spans by size and time,
-//! encodes them ([`datadog`], [`otlp`]) and sends them with a small HTTP/1.1 client
-//! ([`http`], plain `http://` and `unix://` only, no TLS: both targets are local agents).
+//! encodes them ([`datadog`], [`otlp`]) and sends them over HTTP/1.1 with Pingora's own client
+//! ([`http`]: `http://`, `https://` with the system's roots or a `ca_file`, and `unix://`).
 //!
 //! # What goes where
 //!
@@ -31,8 +31,8 @@
 //! `rejected`, `encode_error`, `shutdown`. `stitch_export_batches_total{exporter,result}`
 //! counts send attempts: `ok`, `retry` (failed, will be retried), `failed` (failed, dropped).
 //! Each exporter keeps its connection to the agent or collector open between batches while the
-//! peer allows (HTTP/1.1 keep-alive with a whole, length-delimited answer); a kept connection
-//! the peer closed meanwhile is replaced and the batch sent again at once.
+//! peer allows (HTTP/1.1 keep-alive with a whole answer, by Content-Length or chunked); a kept
+//! connection the peer closed meanwhile is replaced and the batch sent again at once.
 //! `stitch_export_connections_total{exporter}` counts the connections opened.
 //!
 //! On shutdown the queues are closed (later submits count as `shutdown` drops), what is queued
@@ -52,6 +52,11 @@ pub use export::{
 
 /// The operation name of every edge span.
 pub const SPAN_NAME: &str = "stitch.request";
+
+/// Prefix of the edge span's baggage tags, on both paths: dd-trace's name for them
+/// (`BAGGAGE_TAG_PREFIX`, with `DD_TRACE_BAGGAGE_TAG_KEYS`) and OpenTelemetry's usual
+/// `baggage.KEY` attribute.
+pub const BAGGAGE_TAG_PREFIX: &str = "baggage.";
 
 /// The version stitch reports as its tracer version.
 pub const TRACER_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -105,6 +110,9 @@ pub struct EdgeSpan {
     pub scheme: Option<Cow<'static, str>>,
     /// Host the client asked for (`Host` / `:authority`), optionally with a port.
     pub host: Option<String>,
+    /// Baggage members the route's profile tags the span with (`baggage_tags`): key without
+    /// the `baggage.` prefix the encoders add, value percent-decoded and bounded.
+    pub baggage: Vec<(String, String)>,
     /// The request's `X-Request-Id`.
     pub request_id: Option<String>,
 }
@@ -247,6 +255,7 @@ pub(crate) mod fixture {
             http_version: Some("1.1".into()),
             scheme: Some("https".into()),
             host: Some("shop.example:8443".into()),
+            baggage: vec![],
             request_id: None,
         }
     }
@@ -279,6 +288,7 @@ pub(crate) mod fixture {
             http_version: None,
             scheme: None,
             host: None,
+            baggage: vec![],
             request_id: None,
         }
     }

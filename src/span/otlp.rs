@@ -1,10 +1,12 @@
-//! OTLP/HTTP protobuf: the `ExportTraceServiceRequest` encoding of edge spans, written by hand
-//! (a few message types of opentelemetry-proto's `trace/v1`, `resource/v1`, `common/v1`).
+//! OTLP/HTTP protobuf: the `ExportTraceServiceRequest` of edge spans, built from the
+//! `opentelemetry-proto` crate's generated message types (`trace/v1`, `resource/v1`,
+//! `common/v1`) and encoded by `prost`.
 //!
 //! One request holds one `ResourceSpans` (the stitch service) with one `ScopeSpans` (scope
-//! `stitch`) holding the batch. Fields are written in field-number order and default values are
-//! left out (proto3), so equal spans give equal bytes. Span kind is SERVER; ids are the wire ids
-//! (trace id 16 bytes big-endian, span id 8, parent 8 or empty for a root).
+//! `stitch`) holding the batch. prost writes fields in field-number order and leaves proto3
+//! defaults out, so equal spans give equal bytes (pinned by golden bytes below). Span kind is
+//! SERVER; ids are the wire ids (trace id 16 bytes big-endian, span id 8, parent 8 or empty for
+//! a root).
 //!
 //! Span attributes, in order (absent values left out), named by the OpenTelemetry HTTP semantic
 //! conventions: `http.request.method`, `url.path`, `url.scheme`, `http.route`,
@@ -13,16 +15,28 @@
 //! the conventions type header attributes), `network.peer.address`, `network.peer.port` (the
 //! upstream), `network.protocol.version`, `error.type`; then stitch's and Datadog's own:
 //! `stitch.preflight`, `sampling.priority` (read by the Datadog Agent's OTLP intake),
-//! `_dd.origin`, `_dd.p.dm`, `_dd.parent_id`, `_dd.propagation_error` and the `_dd.p.*` tags.
+//! `_dd.origin`, `_dd.p.dm`, `_dd.parent_id`, `_dd.propagation_error`, the `_dd.p.*` tags and
+//! the profile's baggage tags (`baggage.KEY`).
 //! Resource attributes: `service.name`, `deployment.environment.name`, `service.version`,
 //! `telemetry.sdk.name`, `telemetry.sdk.language`, `telemetry.sdk.version`. An error sets the
 //! span status to ERROR with the error message.
 
-use super::{
-    decision_maker, propagated_tags, split_host_port, EdgeSpan, ServiceInfo, SpanLink, SPAN_NAME,
-    TRACER_VERSION,
-};
 use std::borrow::Borrow;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{
+    any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span::{Link, SpanKind};
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use prost::Message;
+
+use super::{
+    decision_maker, propagated_tags, split_host_port, EdgeSpan, ServiceInfo, SpanLink,
+    BAGGAGE_TAG_PREFIX, SPAN_NAME, TRACER_VERSION,
+};
 
 /// The usual path of the traces endpoint.
 pub const TRACES_PATH: &str = "/v1/traces";
@@ -30,68 +44,10 @@ pub const TRACES_PATH: &str = "/v1/traces";
 /// Content type of the body.
 pub const CONTENT_TYPE: &str = "application/x-protobuf";
 
-const SPAN_KIND_SERVER: u64 = 2;
-const STATUS_CODE_ERROR: u64 = 2;
 /// Span/link flags: bits 0-7 W3C trace flags, bit 8 "is_remote known", bit 9 "is remote".
 const FLAG_SAMPLED: u32 = 0x01;
 const FLAG_HAS_IS_REMOTE: u32 = 0x100;
 const FLAG_IS_REMOTE: u32 = 0x200;
-
-const WIRE_VARINT: u64 = 0;
-const WIRE_FIXED64: u64 = 1;
-const WIRE_LEN: u64 = 2;
-const WIRE_FIXED32: u64 = 5;
-
-fn varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn key(out: &mut Vec<u8>, field: u64, wire: u64) {
-    varint(out, (field << 3) | wire);
-}
-
-fn bytes_field(out: &mut Vec<u8>, field: u64, data: &[u8]) {
-    key(out, field, WIRE_LEN);
-    varint(out, data.len() as u64);
-    out.extend_from_slice(data);
-}
-
-/// A string field, left out when empty (proto3 default).
-fn string_field(out: &mut Vec<u8>, field: u64, s: &str) {
-    if !s.is_empty() {
-        bytes_field(out, field, s.as_bytes());
-    }
-}
-
-fn varint_field(out: &mut Vec<u8>, field: u64, v: u64) {
-    key(out, field, WIRE_VARINT);
-    varint(out, v);
-}
-
-fn fixed64_field(out: &mut Vec<u8>, field: u64, v: u64) {
-    key(out, field, WIRE_FIXED64);
-    out.extend_from_slice(&v.to_le_bytes());
-}
-
-fn fixed32_field(out: &mut Vec<u8>, field: u64, v: u32) {
-    key(out, field, WIRE_FIXED32);
-    out.extend_from_slice(&v.to_le_bytes());
-}
-
-/// A nested message: the body is written in place, then its length is inserted before it.
-fn message(out: &mut Vec<u8>, field: u64, body: impl FnOnce(&mut Vec<u8>)) {
-    key(out, field, WIRE_LEN);
-    let start = out.len();
-    body(out);
-    let len = (out.len() - start) as u64;
-    let mut prefix = Vec::with_capacity(3);
-    varint(&mut prefix, len);
-    out.splice(start..start, prefix);
-}
 
 /// An attribute value (`AnyValue` oneof: present even when it is the default).
 enum Value<'a> {
@@ -102,29 +58,33 @@ enum Value<'a> {
     Strs(&'a [&'a str]),
 }
 
-/// `KeyValue { key = 1; AnyValue value = 2 }`, written as field `field` of the parent.
-fn attribute(out: &mut Vec<u8>, field: u64, k: &str, v: Value<'_>) {
-    message(out, field, |out| {
-        string_field(out, 1, k);
-        message(out, 2, |out| match v {
-            Value::Str(s) => bytes_field(out, 1, s.as_bytes()),
-            Value::Bool(b) => varint_field(out, 2, u64::from(b)),
-            Value::Int(i) => varint_field(out, 3, i as u64),
-            Value::Strs(list) => message(out, 5, |out| {
-                for item in list {
-                    message(out, 1, |out| bytes_field(out, 1, item.as_bytes()));
-                }
-            }),
-        });
-    });
+fn kv(k: &str, v: Value<'_>) -> KeyValue {
+    let value = match v {
+        Value::Str(s) => any_value::Value::StringValue(s.to_string()),
+        Value::Int(i) => any_value::Value::IntValue(i),
+        Value::Bool(b) => any_value::Value::BoolValue(b),
+        Value::Strs(list) => any_value::Value::ArrayValue(ArrayValue {
+            values: list
+                .iter()
+                .map(|s| AnyValue {
+                    value: Some(any_value::Value::StringValue(s.to_string())),
+                })
+                .collect(),
+        }),
+    };
+    KeyValue {
+        key: k.to_string(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
 }
 
-fn address_attributes(out: &mut Vec<u8>, addr: Option<&str>, name: &str, port_name: &str) {
+fn address_attributes(out: &mut Vec<KeyValue>, addr: Option<&str>, name: &str, port_name: &str) {
     if let Some(addr) = addr {
         let (host, port) = split_host_port(addr);
-        attribute(out, 9, name, Value::Str(host));
+        out.push(kv(name, Value::Str(host)));
         if let Some(p) = port {
-            attribute(out, 9, port_name, Value::Int(i64::from(p)));
+            out.push(kv(port_name, Value::Int(i64::from(p))));
         }
     }
 }
@@ -145,132 +105,123 @@ fn encode_with_version<S: Borrow<EdgeSpan>>(
     version: &str,
     out: &mut Vec<u8>,
 ) {
-    // ExportTraceServiceRequest.resource_spans = 1
-    message(out, 1, |out| {
-        // ResourceSpans.resource = 1
-        message(out, 1, |out| {
-            attribute(out, 1, "service.name", Value::Str(&svc.service));
-            if let Some(env) = &svc.env {
-                attribute(out, 1, "deployment.environment.name", Value::Str(env));
-            }
-            if let Some(v) = &svc.version {
-                attribute(out, 1, "service.version", Value::Str(v));
-            }
-            attribute(out, 1, "telemetry.sdk.name", Value::Str("stitch"));
-            attribute(out, 1, "telemetry.sdk.language", Value::Str("rust"));
-            attribute(out, 1, "telemetry.sdk.version", Value::Str(version));
-        });
-        // ResourceSpans.scope_spans = 2
-        message(out, 2, |out| {
-            // ScopeSpans.scope = 1
-            message(out, 1, |out| {
-                string_field(out, 1, "stitch");
-                string_field(out, 2, version);
-            });
-            for span in spans {
-                // ScopeSpans.spans = 2
-                message(out, 2, |out| encode_span(span.borrow(), out));
-            }
-        });
-    });
+    let req = export_request(spans, svc, version);
+    out.reserve(req.encoded_len());
+    // Encoding into a Vec cannot run out of room: it grows.
+    let _ = req.encode(out);
 }
 
-/// The body of one `Span` message.
-fn encode_span(span: &EdgeSpan, out: &mut Vec<u8>) {
-    bytes_field(out, 1, &span.trace_id.to_be_bytes());
-    bytes_field(out, 2, &span.span_id.to_be_bytes());
-    if span.parent_id != 0 {
-        bytes_field(out, 4, &span.parent_id.to_be_bytes());
+/// The request message for `spans`.
+fn export_request<S: Borrow<EdgeSpan>>(
+    spans: &[S],
+    svc: &ServiceInfo,
+    version: &str,
+) -> ExportTraceServiceRequest {
+    let mut resource = vec![kv("service.name", Value::Str(&svc.service))];
+    if let Some(env) = &svc.env {
+        resource.push(kv("deployment.environment.name", Value::Str(env)));
     }
-    string_field(out, 5, SPAN_NAME);
-    varint_field(out, 6, SPAN_KIND_SERVER);
-    let start = span.start_unix_nanos.max(0) as u64;
-    fixed64_field(out, 7, start);
-    fixed64_field(
-        out,
-        8,
-        start.saturating_add(span.duration_nanos.max(0) as u64),
-    );
+    if let Some(v) = &svc.version {
+        resource.push(kv("service.version", Value::Str(v)));
+    }
+    resource.push(kv("telemetry.sdk.name", Value::Str("stitch")));
+    resource.push(kv("telemetry.sdk.language", Value::Str("rust")));
+    resource.push(kv("telemetry.sdk.version", Value::Str(version)));
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: resource,
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: "stitch".to_string(),
+                    version: version.to_string(),
+                    ..Default::default()
+                }),
+                spans: spans.iter().map(|s| span_message(s.borrow())).collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
 
-    let a = |out: &mut Vec<u8>, k: &str, v: &str| attribute(out, 9, k, Value::Str(v));
-    a(out, "http.request.method", span.method.as_str());
-    a(out, "url.path", &span.path);
+/// One `Span` message.
+fn span_message(span: &EdgeSpan) -> Span {
+    let mut attrs = Vec::with_capacity(24);
+    let a = |attrs: &mut Vec<KeyValue>, k: &str, v: &str| attrs.push(kv(k, Value::Str(v)));
+    a(&mut attrs, "http.request.method", span.method.as_str());
+    a(&mut attrs, "url.path", &span.path);
     if let Some(scheme) = &span.scheme {
-        a(out, "url.scheme", scheme);
+        a(&mut attrs, "url.scheme", scheme);
     }
-    a(out, "http.route", &span.route);
+    a(&mut attrs, "http.route", &span.route);
     if span.status != 0 {
-        attribute(
-            out,
-            9,
+        attrs.push(kv(
             "http.response.status_code",
             Value::Int(i64::from(span.status)),
-        );
+        ));
     }
-    address_attributes(out, span.host.as_deref(), "server.address", "server.port");
     address_attributes(
-        out,
+        &mut attrs,
+        span.host.as_deref(),
+        "server.address",
+        "server.port",
+    );
+    address_attributes(
+        &mut attrs,
         span.client_addr.as_deref(),
         "client.address",
         "client.port",
     );
     if let Some(ua) = &span.user_agent {
-        a(out, "user_agent.original", ua);
+        a(&mut attrs, "user_agent.original", ua);
     }
     if let Some(id) = &span.request_id {
-        attribute(
-            out,
-            9,
+        attrs.push(kv(
             "http.request.header.x-request-id",
             Value::Strs(&[id.as_str()]),
-        );
+        ));
     }
     address_attributes(
-        out,
+        &mut attrs,
         span.upstream.as_deref(),
         "network.peer.address",
         "network.peer.port",
     );
     if let Some(v) = &span.http_version {
-        a(out, "network.protocol.version", v);
+        a(&mut attrs, "network.protocol.version", v);
     }
     if let Some(err) = &span.error {
-        a(out, "error.type", &err.kind);
+        a(&mut attrs, "error.type", &err.kind);
     }
     if span.preflight {
-        attribute(out, 9, "stitch.preflight", Value::Bool(true));
+        attrs.push(kv("stitch.preflight", Value::Bool(true)));
     }
-    attribute(
-        out,
-        9,
+    attrs.push(kv(
         "sampling.priority",
         Value::Int(i64::from(span.sampling_priority)),
-    );
+    ));
     if let Some(origin) = &span.origin {
-        a(out, "_dd.origin", origin);
+        a(&mut attrs, "_dd.origin", origin);
     }
     if let Some(dm) = decision_maker(span) {
-        a(out, "_dd.p.dm", dm);
+        a(&mut attrs, "_dd.p.dm", dm);
     }
     if let Some(p) = span.last_parent_id {
-        a(out, "_dd.parent_id", &format!("{p:016x}"));
+        a(&mut attrs, "_dd.parent_id", &format!("{p:016x}"));
     }
     if let Some(pe) = &span.propagation_error {
-        a(out, "_dd.propagation_error", pe);
+        a(&mut attrs, "_dd.propagation_error", pe);
     }
     for (k, v) in propagated_tags(span) {
-        a(out, k, v);
+        a(&mut attrs, k, v);
+    }
+    for (k, v) in &span.baggage {
+        a(&mut attrs, &format!("{BAGGAGE_TAG_PREFIX}{k}"), v);
     }
 
-    for link in &span.links {
-        message(out, 13, |out| encode_link(link, out));
-    }
-    if let Some(err) = &span.error {
-        message(out, 15, |out| {
-            string_field(out, 2, &err.message);
-            varint_field(out, 3, STATUS_CODE_ERROR);
-        });
-    }
     let mut flags = FLAG_HAS_IS_REMOTE;
     if span.sampling_priority > 0 {
         flags |= FLAG_SAMPLED;
@@ -278,24 +229,48 @@ fn encode_span(span: &EdgeSpan, out: &mut Vec<u8>) {
     if span.parent_id != 0 {
         flags |= FLAG_IS_REMOTE;
     }
-    fixed32_field(out, 16, flags);
+    let start = span.start_unix_nanos.max(0) as u64;
+    Span {
+        trace_id: span.trace_id.to_be_bytes().to_vec(),
+        span_id: span.span_id.to_be_bytes().to_vec(),
+        parent_span_id: if span.parent_id != 0 {
+            span.parent_id.to_be_bytes().to_vec()
+        } else {
+            Vec::new()
+        },
+        flags,
+        name: SPAN_NAME.to_string(),
+        kind: SpanKind::Server as i32,
+        start_time_unix_nano: start,
+        end_time_unix_nano: start.saturating_add(span.duration_nanos.max(0) as u64),
+        attributes: attrs,
+        links: span.links.iter().map(link_message).collect(),
+        status: span.error.as_ref().map(|err| Status {
+            message: err.message.clone(),
+            code: StatusCode::Error as i32,
+        }),
+        ..Default::default()
+    }
 }
 
-fn encode_link(link: &SpanLink, out: &mut Vec<u8>) {
-    bytes_field(out, 1, &link.trace_id.to_be_bytes());
-    bytes_field(out, 2, &link.span_id.to_be_bytes());
-    if let Some(ts) = &link.tracestate {
-        string_field(out, 3, ts);
-    }
-    for (k, v) in &link.attributes {
-        attribute(out, 4, k, Value::Str(v));
-    }
+fn link_message(link: &SpanLink) -> Link {
     // Linked contexts come from incoming headers: remote.
     let mut flags = FLAG_HAS_IS_REMOTE | FLAG_IS_REMOTE;
     if link.sampled == Some(true) {
         flags |= FLAG_SAMPLED;
     }
-    fixed32_field(out, 6, flags);
+    Link {
+        trace_id: link.trace_id.to_be_bytes().to_vec(),
+        span_id: link.span_id.to_be_bytes().to_vec(),
+        trace_state: link.tracestate.clone().unwrap_or_default(),
+        attributes: link
+            .attributes
+            .iter()
+            .map(|(k, v)| kv(k, Value::Str(v)))
+            .collect(),
+        flags,
+        ..Default::default()
+    }
 }
 
 /// Whether a failed answer is worth another try (OTLP/HTTP spec: 429, 502, 503, 504; and 408).
@@ -456,8 +431,7 @@ mod tests {
         want.push(0x01);
         want.extend(0x100u32.to_le_bytes()); // has_is_remote, not remote, not sampled
 
-        let mut got = Vec::new();
-        encode_span(&minimal_span(), &mut got);
+        let got = span_message(&minimal_span()).encode_to_vec();
         assert_eq!(got, want);
     }
 

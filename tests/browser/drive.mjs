@@ -6,7 +6,7 @@
 // (its own cookies and storage), so tests cannot see each other's RUM sessions. When stdin closes
 // (the test binary exited), Chromium is closed and this process exits.
 //
-// A job:
+// A job (or, instead of `call` and `arg`, `steps`: see runSteps below):
 //   { "id": 1, "url": "http://127.0.0.1:PORT/pages/fetch.html",
 //     "call": "plainFetch", "arg": { ... }, "timeout_ms": 15000 }
 // The page is opened, `window.stitchTest[call](arg)` is awaited in it, and the answer is
@@ -57,10 +57,9 @@ async function runJob(job) {
       diagnostics.failed_requests.push(`${r.method()} ${r.url()}: ${r.failure()?.errorText}`),
     );
     await page.goto(job.url, { waitUntil: 'load', timeout });
-    const call = page.evaluate(
-      ([name, arg]) => window.stitchTest[name](arg),
-      [job.call, job.arg ?? {}],
-    );
+    const call = job.steps
+      ? runSteps(page, job.steps)
+      : page.evaluate(([name, arg]) => window.stitchTest[name](arg), [job.call, job.arg ?? {}]);
     let timer;
     const expired = new Promise((_, reject) => {
       timer = setTimeout(() => reject(new Error(`job timed out after ${timeout} ms`)), timeout);
@@ -76,6 +75,33 @@ async function runJob(job) {
   } finally {
     await context.close().catch(() => {});
   }
+}
+
+// A page that runs no script of its own (stitch's request inspector) is driven by steps, each
+// answered in order:
+//   { "select": [css, value] }   choose an <option> by value          -> null
+//   { "click": css }             click, and wait for the page it loads -> the new URL
+//   { "texts": css }             innerText of every element matching   -> [string]
+//   { "screenshot": path }       full-page PNG written to path         -> path
+async function runSteps(page, steps) {
+  const out = [];
+  for (const step of steps) {
+    if (step.select) {
+      await page.selectOption(step.select[0], step.select[1]);
+      out.push(null);
+    } else if (step.click) {
+      await Promise.all([page.waitForNavigation({ waitUntil: 'load' }), page.click(step.click)]);
+      out.push(page.url());
+    } else if (step.texts) {
+      out.push(await page.$$eval(step.texts, (els) => els.map((e) => e.innerText)));
+    } else if (step.screenshot) {
+      await page.screenshot({ path: step.screenshot, fullPage: true });
+      out.push(step.screenshot);
+    } else {
+      throw new Error(`unknown step ${JSON.stringify(step)}`);
+    }
+  }
+  return out;
 }
 
 const pending = new Set();

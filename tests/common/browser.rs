@@ -134,16 +134,30 @@ impl Browser {
 
     /// Open `url` in a fresh context and await `window.stitchTest[call](arg)` there.
     pub fn run(&self, url: &str, call: &str, arg: Value, timeout: Duration) -> PageRun {
+        self.job(
+            json!({"url": url, "call": call, "arg": arg}),
+            &format!("{call} on {url}"),
+            timeout,
+        )
+    }
+
+    /// Open `url` in a fresh context and drive it by `steps` (a page with no script of its
+    /// own; the steps are described in `tests/browser/drive.mjs`). The value is one answer per
+    /// step.
+    pub fn steps(&self, url: &str, steps: Value, timeout: Duration) -> PageRun {
+        self.job(
+            json!({"url": url, "steps": steps}),
+            &format!("steps on {url}"),
+            timeout,
+        )
+    }
+
+    fn job(&self, mut job: Value, what: &str, timeout: Duration) -> PageRun {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel();
         self.waiters.lock().unwrap().insert(id, tx);
-        let job = json!({
-            "id": id,
-            "url": url,
-            "call": call,
-            "arg": arg,
-            "timeout_ms": timeout.as_millis() as u64,
-        });
+        job["id"] = json!(id);
+        job["timeout_ms"] = json!(timeout.as_millis() as u64);
         {
             let mut stdin = self.stdin.lock().unwrap();
             writeln!(stdin, "{job}").expect("write a job to the browser driver");
@@ -153,7 +167,7 @@ impl Browser {
         match rx.recv_timeout(timeout + Duration::from_secs(15)) {
             Ok(v) => PageRun(v),
             Err(e) => panic!(
-                "the browser driver did not answer job {id} ({call} on {url}): {e}; stderr:\n{}",
+                "the browser driver did not answer job {id} ({what}): {e}; stderr:\n{}",
                 self.stderr.lock().unwrap().join("\n")
             ),
         }

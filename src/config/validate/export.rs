@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::Problems;
 use crate::config::description::{DatadogExportFile, ExportFile, OtlpExportFile};
 use crate::config::env::{DEFAULT_AGENT_URL, DEFAULT_OTLP_ENDPOINT};
-use crate::config::{At, ExportSettings};
+use crate::config::{At, CaFile, ExportSettings};
 use crate::span::http::Endpoint;
 
 pub(super) fn export(p: &mut Problems, e: &ExportFile) -> ExportSettings {
@@ -27,12 +27,41 @@ pub(super) fn export(p: &mut Problems, e: &ExportFile) -> ExportSettings {
             None => Some(DEFAULT_AGENT_URL.to_string()),
         })?
     });
+    let mut otlp_ca = None;
     let otlp_endpoint = otlp.as_ref().and_then(|o| {
-        let OtlpExportFile { enabled, endpoint } = o.get_ref();
-        enabled.then(|| match endpoint {
+        let OtlpExportFile {
+            enabled,
+            endpoint,
+            ca_file,
+        } = o.get_ref();
+        if !enabled {
+            return None;
+        }
+        let endpoint = match endpoint {
             Some(v) => url(p, v, "export.otlp.endpoint"),
             None => Some(DEFAULT_OTLP_ENDPOINT.to_string()),
-        })?
+        };
+        otlp_ca = ca_file.as_ref().and_then(|path| {
+            let key = "export.otlp.ca_file";
+            if endpoint
+                .as_deref()
+                .is_some_and(|e| !e.starts_with("https://"))
+            {
+                p.at(path.at(), key, "needs an https:// endpoint");
+                return None;
+            }
+            match super::upstream::read_ca_file(path.get_ref()) {
+                Ok(pem) => Some(CaFile {
+                    path: path.get_ref().clone(),
+                    pem,
+                }),
+                Err(why) => {
+                    p.at(path.at(), key, why);
+                    None
+                }
+            }
+        });
+        endpoint
     });
     let mut count = |v: &Option<At<i64>>, key: &str, default: i64, range| match v {
         None => default,
@@ -41,6 +70,7 @@ pub(super) fn export(p: &mut Problems, e: &ExportFile) -> ExportSettings {
     ExportSettings {
         datadog_agent_url,
         otlp_endpoint,
+        otlp_ca,
         queue_capacity: count(queue_capacity, "export.queue_capacity", 4096, 1..=1_000_000)
             as usize,
         batch_size: count(batch_size, "export.batch_size", 256, 1..=100_000) as usize,
@@ -67,17 +97,13 @@ pub(super) fn export(p: &mut Problems, e: &ExportFile) -> ExportSettings {
     }
 }
 
-/// An address the exporter can reach: `http://host[:port][/path]` or `unix:///socket`.
+/// An address the exporter can reach: `http[s]://host[:port][/path]` or `unix:///socket`.
 fn url(p: &mut Problems, v: &At<String>, key: &str) -> Option<String> {
     let u = v.get_ref();
     match Endpoint::parse(u) {
         Ok(_) => Some(u.trim_end_matches('/').to_string()),
         Err(why) => {
-            p.at(
-                v.at(),
-                key,
-                format!("`{u}` is not a usable address: {why} (use a local agent or collector)"),
-            );
+            p.at(v.at(), key, format!("`{u}` is not a usable address: {why}"));
             None
         }
     }

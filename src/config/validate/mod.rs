@@ -107,7 +107,7 @@ pub fn validate(d: &Description) -> Result<Config, Vec<ConfigError>> {
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
     let server = server::server(&mut p, server, now);
-    let admin_listen = server::admin(&mut p, admin);
+    let (admin_listen, inspect) = server::admin(&mut p, admin);
     let service = server::service(service);
     let access_log = server::access_log(&mut p, access_log);
     let upstreams = upstream::upstreams(&mut p, upstream);
@@ -133,6 +133,7 @@ pub fn validate(d: &Description) -> Result<Config, Vec<ConfigError>> {
     Ok(Config {
         server,
         admin_listen,
+        inspect,
         service,
         access_log,
         upstreams,

@@ -21,6 +21,7 @@ pub(super) fn profiles(
         extract: DEFAULT_EXTRACT.to_vec(),
         inject: DEFAULT_INJECT.to_vec(),
         sampling: SamplingPolicy::default(),
+        baggage_tags: Profile::default_baggage_tags(),
         tracestate_invalid: TracestateInvalid::default(),
         extract_first: false,
         extract_behavior: ExtractBehavior::default(),
@@ -46,10 +47,12 @@ fn profile(p: &mut Problems, name: &str, f: &At<PropagationFile>) -> Profile {
         missing_decision,
         trust,
         max_incoming_priority,
+        baggage_tags,
         tracestate_invalid,
         extract_first,
         extract_behavior,
     } = f.get_ref();
+    let baggage_tags = tag_keys(p, baggage_tags, &format!("{key}.baggage_tags"));
     let extract = formats(p, extract, &format!("{key}.extract"), DEFAULT_EXTRACT);
     let inject = formats(p, inject, &format!("{key}.inject"), DEFAULT_INJECT);
     let mut sampling = SamplingPolicy::default();
@@ -110,6 +113,7 @@ fn profile(p: &mut Problems, name: &str, f: &At<PropagationFile>) -> Profile {
         extract,
         inject,
         sampling,
+        baggage_tags,
         tracestate_invalid,
         extract_first: extract_first.as_ref().is_some_and(|v| *v.get_ref()),
         extract_behavior: behavior,
@@ -185,6 +189,42 @@ fn formats(
                     w.get_ref()
                 ),
             ),
+        }
+    }
+    out
+}
+
+/// `baggage_tags`: distinct baggage keys (RFC 7230 tokens), at most
+/// [`baggage::MAX_TAG_KEYS`](crate::propagation::baggage::MAX_TAG_KEYS).
+fn tag_keys(p: &mut Problems, list: &Option<At<Vec<At<String>>>>, key: &str) -> Vec<String> {
+    let Some(list) = list else {
+        return Profile::default_baggage_tags();
+    };
+    let max = crate::propagation::baggage::MAX_TAG_KEYS;
+    if list.get_ref().len() > max {
+        p.at(
+            list.at(),
+            key,
+            format!("at most {max} keys, got {}", list.get_ref().len()),
+        );
+    }
+    let mut out: Vec<String> = Vec::new();
+    for (i, k) in list.get_ref().iter().enumerate().take(max) {
+        let name = k.get_ref();
+        if !crate::propagation::baggage::is_key(name) {
+            p.at(
+                k.at(),
+                format!("{key}[{i}]"),
+                format!("\"{name}\" is not a baggage key (a token such as session.id)"),
+            );
+        } else if out.contains(name) {
+            p.at(
+                k.at(),
+                format!("{key}[{i}]"),
+                format!("\"{name}\" is listed twice"),
+            );
+        } else {
+            out.push(name.clone());
         }
     }
     out

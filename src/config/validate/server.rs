@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use super::Problems;
 use crate::config::description::{AccessLogFile, AdminFile, ServerFile, ServiceFile};
-use crate::config::{AccessLog, AccessLogFormat, At, Location, ServerSettings, ServiceSettings};
+use crate::config::{
+    AccessLog, AccessLogFormat, At, InspectSettings, Location, ServerSettings, ServiceSettings,
+};
 use crate::forwarded::TrustedProxies;
 
 pub(super) fn server(p: &mut Problems, s: &ServerFile, now: i64) -> ServerSettings {
@@ -92,8 +94,12 @@ pub(super) fn server(p: &mut Problems, s: &ServerFile, now: i64) -> ServerSettin
     }
 }
 
-pub(super) fn admin(p: &mut Problems, a: &AdminFile) -> String {
-    let AdminFile { listen } = a;
+pub(super) fn admin(p: &mut Problems, a: &AdminFile) -> (String, InspectSettings) {
+    let AdminFile {
+        listen,
+        inspect_requests,
+        dd_site,
+    } = a;
     if listen.get_ref().parse::<SocketAddr>().is_err() {
         p.at(
             listen.at(),
@@ -104,7 +110,30 @@ pub(super) fn admin(p: &mut Problems, a: &AdminFile) -> String {
             ),
         );
     }
-    listen.get_ref().clone()
+    let requests = p.within(inspect_requests, "admin.inspect_requests", 0..=100_000, 0);
+    let dd_site = dd_site.as_ref().and_then(|s| {
+        let v = s.get_ref().trim();
+        let ok = !v.is_empty()
+            && v.contains('.')
+            && v
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'));
+        if !ok {
+            p.at(
+                s.at(),
+                "admin.dd_site",
+                format!("`{v}` is not a Datadog site name (e.g. datadoghq.com, datadoghq.eu, us3.datadoghq.com)"),
+            );
+        }
+        ok.then(|| v.to_string())
+    });
+    (
+        listen.get_ref().clone(),
+        InspectSettings {
+            requests: requests as usize,
+            dd_site,
+        },
+    )
 }
 
 pub(super) fn service(s: &ServiceFile) -> ServiceSettings {

@@ -189,7 +189,7 @@ pub(crate) fn check_host_port(s: &str) -> Result<(), String> {
 }
 
 /// The bytes of a PEM file of CA certificates, checked to parse and hold a certificate.
-fn read_ca_file(path: &str) -> Result<Arc<[u8]>, String> {
+pub(super) fn read_ca_file(path: &str) -> Result<Arc<[u8]>, String> {
     let pem = std::fs::read(path).map_err(|e| format!("cannot read {path:?}: {e}"))?;
     crate::tls::parse_certificates(&pem).map_err(|why| format!("{path:?} {why}"))?;
     Ok(Arc::from(pem))

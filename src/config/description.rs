@@ -57,6 +57,24 @@ pub struct ServerFile {
     /// Bytes of read buffer per client connection (Pingora's default is 64 KiB).
     #[serde(default = "default_read_buffer")]
     pub read_buffer_bytes: At<i64>,
+    /// Client connections open at once; beyond it a new one gets a 503 and is closed.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: At<i64>,
+    /// Milliseconds a new connection has to send its whole first request head (408 after).
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_ms: At<i64>,
+    /// Seconds a kept-alive client connection may wait idle for its next request.
+    #[serde(default = "default_keepalive_timeout")]
+    pub keepalive_timeout_seconds: At<i64>,
+    /// Bytes of a request head, request line and headers (431 beyond).
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: At<i64>,
+    /// Header lines in a request (431 beyond).
+    #[serde(default = "default_max_headers")]
+    pub max_headers: At<i64>,
+    /// Bytes of a request target (414 beyond).
+    #[serde(default = "default_max_uri_bytes")]
+    pub max_uri_bytes: At<i64>,
 }
 
 impl Default for ServerFile {
@@ -71,6 +89,12 @@ impl Default for ServerFile {
             upgrade_sock: None,
             upstream_keepalive_pool: default_keepalive_pool(),
             read_buffer_bytes: default_read_buffer(),
+            max_connections: default_max_connections(),
+            header_timeout_ms: default_header_timeout(),
+            keepalive_timeout_seconds: default_keepalive_timeout(),
+            max_header_bytes: default_max_header_bytes(),
+            max_headers: default_max_headers(),
+            max_uri_bytes: default_max_uri_bytes(),
         }
     }
 }
@@ -189,6 +213,8 @@ pub struct RouteFile {
     pub upstream: At<String>,
     pub cors: Option<At<String>>,
     pub propagation: Option<At<String>>,
+    /// Largest request body, in bytes (413 beyond); none by default.
+    pub max_body_bytes: Option<At<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -250,6 +276,27 @@ fn default_keepalive_pool() -> At<i64> {
 /// no larger than that, so a bigger one costs memory without saving work.
 fn default_read_buffer() -> At<i64> {
     At::new_default(4 * 1024)
+}
+/// The request limits follow nginx (60 s to send a request head, 8 KiB request target) and
+/// Envoy (60 KiB of headers, 100 header lines); 60 s idle keep-alive is Pingora's and close to
+/// nginx's 75 s; 10,000 connections hold about 300 MiB at stitch's measured 31 KiB each.
+fn default_max_connections() -> At<i64> {
+    At::new_default(10_000)
+}
+fn default_header_timeout() -> At<i64> {
+    At::new_default(60_000)
+}
+fn default_keepalive_timeout() -> At<i64> {
+    At::new_default(60)
+}
+fn default_max_header_bytes() -> At<i64> {
+    At::new_default(60 * 1024)
+}
+fn default_max_headers() -> At<i64> {
+    At::new_default(100)
+}
+fn default_max_uri_bytes() -> At<i64> {
+    At::new_default(8 * 1024)
 }
 fn default_admin_listen() -> At<String> {
     At::new_default("127.0.0.1:9901".to_string())

@@ -200,6 +200,11 @@ pub struct ServerSettings {
     pub upgrade_sock: Option<String>,
     pub upstream_keepalive_pool: usize,
     pub read_buffer_bytes: usize,
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    /// Request head limits (431, 414).
+    pub limits: crate::http1::Limits,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -266,6 +271,8 @@ pub struct Route {
     pub cors: Option<usize>,
     /// Index into [`Config::profiles`] (0: the default profile).
     pub propagation: usize,
+    /// Largest request body (413 beyond).
+    pub max_body_bytes: Option<u64>,
 }
 
 /// The name of the built-in echo upstream.

@@ -50,6 +50,8 @@ pub struct Ctx {
     pub preflight_answered: bool,
     /// The trace plan (absent on pass-through routes).
     pub trace: Option<TracePlan>,
+    /// Request body bytes sent upstream so far (for `max_body_bytes`).
+    pub body_bytes: u64,
     _inflight: InflightGuard,
 }
 
@@ -69,6 +71,7 @@ impl Ctx {
             augment_preflight: false,
             preflight_answered: false,
             trace: None,
+            body_bytes: 0,
         }
     }
 

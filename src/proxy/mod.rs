@@ -83,6 +83,18 @@ impl ProxyHttp for Stitch {
     /// request; stitch never compresses, so it is left out.
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
+    /// Request head read, before the modules: serve pipelined requests one after the other
+    /// (RFC 9112 §9.3.2) rather than answering the first and dropping the rest, and bound the
+    /// idle wait for this connection's next request.
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        let downstream = session.as_downstream_mut();
+        downstream.set_pipelining_enabled(true);
+        if downstream.get_keepalive().is_some() {
+            downstream.set_keepalive(Some(ctx.rt.config.server.keepalive_timeout.as_secs()));
+        }
+        Ok(())
+    }
+
     /// Request head read: route, CORS preflight, trace plan; stitch's own answers end here.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         if self.draining.load(Ordering::Relaxed) {
@@ -106,7 +118,19 @@ impl ProxyHttp for Stitch {
         if let (Some(route), Some(plan)) = (ctx.route(), &ctx.trace) {
             request::rewrite(&ctx.rt, route, upstream_request, plan);
         }
+        request::origin_form(upstream_request);
         Ok(())
+    }
+
+    /// A chunk of the request body on its way upstream: the route's `max_body_bytes`.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        request::count_body(body.as_ref(), ctx)
     }
 
     /// Upstream response head about to go to the client: CORS headers added.
@@ -142,11 +166,7 @@ impl ProxyHttp for Stitch {
         let elapsed = ctx.start.elapsed();
         match ctx.route() {
             Some(route) => route.metrics.observe(status, elapsed.as_secs_f64()),
-            None => self
-                .metrics
-                .requests
-                .with_label_values(&["(none)", if status == 404 { "4xx" } else { "other" }])
-                .inc(),
+            None => self.metrics.observe_unrouted(status),
         }
         log::finish(session, ctx, status, elapsed);
     }

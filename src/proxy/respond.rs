@@ -205,6 +205,14 @@ pub(super) async fn failure(
         return 0;
     }
     let (code, body) = match e.esource() {
+        _ if matches!(e.etype(), ErrorType::HTTPStatus(413)) => (
+            413,
+            error_body(
+                "body_too_large",
+                e.context.as_ref().map_or("", |c| c.as_str()),
+                route_name,
+            ),
+        ),
         ErrorSource::Upstream => {
             let (kind, code) = classify(e);
             ctx.error_kind = Some(kind);

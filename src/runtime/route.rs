@@ -36,6 +36,8 @@ pub struct RouteRuntime {
     pub decisions: [[IntCounter; 2]; 3],
     /// `stitch_cors_preflight_total` handles, in `PreflightDecision::RESULT_LABELS` order.
     pub preflights: [IntCounter; 4],
+    /// Largest request body (413 beyond).
+    pub max_body_bytes: Option<u64>,
 }
 
 impl RouteRuntime {
@@ -71,6 +73,7 @@ impl RouteRuntime {
             cors,
             decisions,
             preflights,
+            max_body_bytes: r.max_body_bytes,
         }
     }
 

@@ -34,7 +34,11 @@ pub(super) fn routes(
             upstream,
             cors: cors_name,
             propagation,
+            max_body_bytes,
         } = r.get_ref();
+        let max_body_bytes = max_body_bytes
+            .as_ref()
+            .map(|m| p.within(m, &format!("{key}.max_body_bytes"), 0..=i64::MAX, 0) as u64);
         if !path.get_ref().starts_with('/') {
             p.at(
                 path.at(),
@@ -134,6 +138,7 @@ pub(super) fn routes(
                 target,
                 cors: cors_idx,
                 propagation: profile_idx,
+                max_body_bytes,
             });
         }
     }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod cors;
 pub mod edge;
 pub mod explain;
+pub mod front;
 pub mod http1;
 pub mod metrics;
 pub mod propagation;

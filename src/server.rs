@@ -13,12 +13,14 @@ use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
 use tokio::signal::unix;
 
 use crate::admin::{self, AdminState};
 use crate::config::Loaded;
+use crate::front::Front;
 use crate::metrics::Metrics;
-use crate::proxy::Stitch;
+use crate::proxy::{FrontReport, Stitch};
 use crate::runtime::reload::{self, Reloader};
 use crate::runtime::{compile, config_hash, Live, Task};
 
@@ -275,7 +277,12 @@ pub fn build(loaded: Loaded, opts: &RunOptions) -> anyhow::Result<Built> {
         inflight: app.inflight.clone(),
         draining: app.draining.clone(),
     };
-    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, app);
+    let report = Arc::new(FrontReport {
+        live: live.clone(),
+        metrics: metrics.clone(),
+    });
+    let http = pingora::proxy::http_proxy(&server.configuration, app);
+    let mut proxy = Service::new("stitch proxy".to_string(), Front::new(http, report));
     for a in &proxy_addrs {
         let buffers = L4BufferSettings::default().read(read_buffer);
         proxy.add_listener(ListenerConfig::tcp(a.to_string()).l4_buffer(buffers));

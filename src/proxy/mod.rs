@@ -69,6 +69,34 @@ impl Stitch {
     }
 }
 
+/// What the connection front reports to: the live limits, the request counter and the access
+/// log, so a request refused before Pingora parses it is counted and logged like any other.
+pub struct FrontReport {
+    pub live: Arc<Live>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl crate::front::FrontHooks for FrontReport {
+    fn limits(&self) -> crate::front::FrontLimits {
+        let rt = self.live.snapshot();
+        let s = &rt.config.server;
+        crate::front::FrontLimits {
+            max_connections: s.max_connections,
+            header_timeout: s.header_timeout,
+            max_header_bytes: s.limits.max_header_bytes,
+            max_uri_bytes: s.limits.max_uri_bytes,
+        }
+    }
+
+    fn refused(&self, why: crate::front::Early, elapsed: std::time::Duration) {
+        self.metrics.observe_unrouted(why.status());
+        let rt = self.live.snapshot();
+        if rt.access_log.enabled {
+            log::refused_line(&rt, why.status(), why.kind(), elapsed);
+        }
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for Stitch {
     type CTX = Ctx;

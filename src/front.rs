@@ -43,6 +43,10 @@ pub enum Early {
     UriTooLong,
     BadRequestLine,
     BadHeaderLine,
+    /// `Content-Length` or `Transfer-Encoding` that do not frame the body one way only.
+    BadFraming,
+    /// `Host` missing (HTTP/1.1), doubled, or not the absolute-form target's authority.
+    BadHost,
 }
 
 impl Early {
@@ -52,7 +56,9 @@ impl Early {
             Early::HeaderTimeout => 408,
             Early::HeaderTooLarge => 431,
             Early::UriTooLong => 414,
-            Early::BadRequestLine | Early::BadHeaderLine => 400,
+            Early::BadRequestLine | Early::BadHeaderLine | Early::BadFraming | Early::BadHost => {
+                400
+            }
         }
     }
 
@@ -62,7 +68,9 @@ impl Early {
             Early::HeaderTimeout => "header_timeout",
             Early::HeaderTooLarge => "header_too_large",
             Early::UriTooLong => "uri_too_long",
-            Early::BadRequestLine | Early::BadHeaderLine => "bad_request",
+            Early::BadRequestLine | Early::BadHeaderLine | Early::BadFraming | Early::BadHost => {
+                "bad_request"
+            }
         }
     }
 
@@ -74,6 +82,10 @@ impl Early {
             Early::UriTooLong => "the request target is too long",
             Early::BadRequestLine => "malformed request line",
             Early::BadHeaderLine => "malformed header line",
+            Early::BadFraming => {
+                "Content-Length or Transfer-Encoding does not frame the body one way"
+            }
+            Early::BadHost => "Host is missing, doubled, or not the target's authority",
         }
     }
 
@@ -132,10 +144,12 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// Check a complete head (as [`head_end`] found it) against RFC 9112's grammar, strictly where
-/// Pingora would otherwise rewrite or refuse without a word: the request line is
-/// `method SP target SP HTTP/1.x` with a visible-ASCII target, and each header line is a token,
-/// a colon with nothing before it, and a value without control bytes (no obs-fold).
+/// Check a complete head (as [`head_end`] found it) against RFC 9112, strictly where Pingora
+/// would otherwise rewrite it or refuse it without a word: the request line is
+/// `method SP target SP HTTP/1.x` with a target the URI parser takes; each header line is a
+/// token, a colon with nothing before it, and a value without control bytes (no obs-fold);
+/// one `Content-Length` of digits; a `Transfer-Encoding` (not on HTTP/1.0) ending in a single
+/// `chunked`; exactly one `Host` on HTTP/1.1, the authority of an absolute-form target.
 pub fn check_head(head: &[u8], limits: &FrontLimits) -> Result<(), Early> {
     if head.len() > limits.max_header_bytes {
         return Err(Early::HeaderTooLarge);
@@ -163,9 +177,13 @@ pub fn check_head(head: &[u8], limits: &FrontLimits) -> Result<(), Early> {
     if target.len() > limits.max_uri_bytes {
         return Err(Early::UriTooLong);
     }
-    if target.is_empty() || !target.iter().all(|&b| (0x21..0x7f).contains(&b)) {
+    if target.is_empty()
+        || !target.iter().all(|&b| (0x21..0x7f).contains(&b))
+        || (target != b"*" && http::Uri::try_from(target).is_err())
+    {
         return Err(Early::BadRequestLine);
     }
+    let (mut lengths, mut codings, mut hosts) = (0, Vec::new(), Vec::new());
     for line in lines.filter(|l| !l.is_empty()) {
         let Some(colon) = line.iter().position(|&b| b == b':') else {
             return Err(Early::BadHeaderLine);
@@ -177,8 +195,53 @@ pub fn check_head(head: &[u8], limits: &FrontLimits) -> Result<(), Early> {
         if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
             return Err(Early::BadHeaderLine);
         }
+        let value = value.trim_ascii();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            lengths += 1;
+            if lengths > 1 || value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+                return Err(Early::BadFraming);
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            codings.extend(value.split(|&b| b == b',').map(<[u8]>::trim_ascii));
+        } else if name.eq_ignore_ascii_case(b"host") {
+            hosts.push(value);
+        }
+    }
+    if !codings.is_empty() {
+        let chunked = codings
+            .iter()
+            .filter(|c| c.eq_ignore_ascii_case(b"chunked"))
+            .count();
+        let last_chunked = codings
+            .last()
+            .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
+        if version == b"HTTP/1.0" || chunked != 1 || !last_chunked {
+            return Err(Early::BadFraming);
+        }
+    }
+    match (hosts.as_slice(), version) {
+        ([], b"HTTP/1.0") => {}
+        ([host], _) => {
+            if let Some(authority) = absolute_authority(target) {
+                if authority != *host {
+                    return Err(Early::BadHost);
+                }
+            }
+        }
+        _ => return Err(Early::BadHost),
     }
     Ok(())
+}
+
+/// The authority of an absolute-form target (`http://host:port/path` gives `host:port`).
+fn absolute_authority(target: &[u8]) -> Option<&[u8]> {
+    let start = target.windows(3).position(|w| w == b"://")? + 3;
+    let rest = &target[start..];
+    let end = rest
+        .iter()
+        .position(|&b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(rest.len());
+    Some(&rest[..end])
 }
 
 /// What the front asks of the proxy, which owns the live configuration, the metrics and the
@@ -345,7 +408,20 @@ mod tests {
             (b"GET /a HTTP/1.1\r\nX: a\x00b\r\n\r\n", Err(Early::BadHeaderLine), "NUL in a value"),
             (b"GET /a HTTP/1.1\r\nX: a\rb\r\n\r\n", Err(Early::BadHeaderLine), "a bare CR in a value"),
             (b"GET /a HTTP/1.1\r\nX: a\r\n b\r\n\r\n", Err(Early::BadHeaderLine), "obs-fold"),
-            (b"GET /a HTTP/1.1\r\nX: a\tb\r\n\r\n", Ok(()), "a tab in a value"),
+            (b"GET /a HTTP/1.1\r\nHost: h\r\nX: a\tb\r\n\r\n", Ok(()), "a tab in a value"),
+            (b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n", Ok(()), "one Content-Length"),
+            (b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n", Err(Early::BadFraming), "two Content-Lengths"),
+            (b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 3, 3\r\n\r\n", Err(Early::BadFraming), "a Content-Length list"),
+            (b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: +3\r\n\r\n", Err(Early::BadFraming), "a signed Content-Length"),
+            (b"POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", Ok(()), "chunked last"),
+            (b"POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", Err(Early::BadFraming), "chunked not last"),
+            (b"POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", Err(Early::BadFraming), "chunked twice"),
+            (b"POST /a HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", Err(Early::BadFraming), "HTTP/1.0 with Transfer-Encoding"),
+            (b"GET /a HTTP/1.1\r\n\r\n", Err(Early::BadHost), "HTTP/1.1 without Host"),
+            (b"GET /a HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", Err(Early::BadHost), "two Hosts"),
+            (b"GET http://a/b HTTP/1.1\r\nHost: a\r\n\r\n", Ok(()), "absolute-form, same Host"),
+            (b"GET http://b/c HTTP/1.1\r\nHost: a\r\n\r\n", Err(Early::BadHost), "absolute-form, another Host"),
+            (b"GET /a?q=<b> HTTP/1.1\r\nHost: h\r\n\r\n", Err(Early::BadRequestLine), "a target the URI parser refuses"),
         ];
         for (head, want, why) in rows {
             let end = head_end(head).unwrap_or(head.len());

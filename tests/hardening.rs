@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -41,6 +41,8 @@ enum Seen {
 struct Recorder {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// Connections holding bytes of a request not complete yet.
+    busy: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
 }
 
@@ -49,21 +51,34 @@ impl Recorder {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let busy = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (log, halt) = (seen.clone(), stop.clone());
+        let (log, working, halt) = (seen.clone(), busy.clone(), stop.clone());
         thread::spawn(move || {
             for stream in listener.incoming().map_while(Result::ok) {
                 if halt.load(Ordering::SeqCst) {
                     break;
                 }
-                let log = log.clone();
-                thread::spawn(move || serve(stream, log));
+                let (log, working) = (log.clone(), working.clone());
+                thread::spawn(move || serve(stream, log, working));
             }
         });
-        Recorder { addr, seen, stop }
+        Recorder {
+            addr,
+            seen,
+            busy,
+            stop,
+        }
     }
 
+    /// What was seen since the last call, once no connection is in the middle of a request
+    /// (a request the proxy gave up on ends when it closes that connection): so a row never
+    /// inherits the end of the previous one.
     fn take(&self) -> Vec<Seen> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while self.busy.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
         std::mem::take(&mut *self.seen.lock().unwrap())
     }
 }
@@ -75,11 +90,41 @@ impl Drop for Recorder {
     }
 }
 
-fn serve(mut stream: TcpStream, seen: Arc<Mutex<Vec<Seen>>>) {
+/// Marks a connection busy while it holds part of a request.
+struct Busy<'a> {
+    count: &'a AtomicUsize,
+    on: bool,
+}
+
+impl Busy<'_> {
+    fn set(&mut self, on: bool) {
+        if on != self.on {
+            self.on = on;
+            if on {
+                self.count.fetch_add(1, Ordering::SeqCst);
+            } else {
+                self.count.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.set(false);
+    }
+}
+
+fn serve(mut stream: TcpStream, seen: Arc<Mutex<Vec<Seen>>>, busy: Arc<AtomicUsize>) {
     let record = |s: Seen| seen.lock().unwrap().push(s);
+    let mut busy = Busy {
+        count: &busy,
+        on: false,
+    };
     let mut buf = Vec::new();
     let mut continued = false;
     loop {
+        busy.set(!buf.is_empty());
         let step = match parse_head(&buf) {
             Parse::Bad(reason) => return record(Seen::Unframed { reason }),
             Parse::More => None,

@@ -177,6 +177,10 @@ fn a_large_upload_and_download_stream_without_buffering() {
         "upload answer: {answer}"
     );
     let (_, peak) = rss_kib(pid);
+    eprintln!(
+        "upload of {} MiB: stitch RSS {before} KiB before, peak {peak} KiB",
+        n >> 20
+    );
     assert!(
         peak.saturating_sub(before) < MAX_GROWTH_KIB,
         "upload of {} MiB: RSS {before} KiB before, peak {peak} KiB",
@@ -198,6 +202,10 @@ fn a_large_upload_and_download_stream_without_buffering() {
     }
     assert!(raw > n, "download: {raw} bytes for a {n}-byte body");
     let (_, peak) = rss_kib(pid);
+    eprintln!(
+        "download of {} MiB: stitch RSS {before} KiB before, peak {peak} KiB",
+        n >> 20
+    );
     assert!(
         peak.saturating_sub(before) < MAX_GROWTH_KIB,
         "download of {} MiB: RSS {before} KiB before, peak {peak} KiB",

@@ -11,6 +11,8 @@ pub mod cors;
 pub mod edge;
 pub mod explain;
 pub mod forwarded;
+pub mod front;
+pub mod http1;
 pub mod inspect;
 pub mod kubernetes;
 pub mod metrics;

@@ -93,18 +93,22 @@ pub struct RouteMetrics {
     pub duration: Histogram,
 }
 
+/// The index of a status in [`STATUS_CLASSES`] (0 = no response was sent: `other`).
+fn status_class(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        500..=599 => 4,
+        _ => 5,
+    }
+}
+
 impl RouteMetrics {
     /// Count one finished request with this status (0 = no response was sent).
     pub fn observe(&self, status: u16, seconds: f64) {
-        let idx = match status {
-            100..=199 => 0,
-            200..=299 => 1,
-            300..=399 => 2,
-            400..=499 => 3,
-            500..=599 => 4,
-            _ => 5,
-        };
-        self.requests[idx].inc();
+        self.requests[status_class(status)].inc();
         self.duration.observe(seconds);
     }
 }
@@ -261,6 +265,14 @@ impl Metrics {
                 .sampling_overridden
                 .remove_label_values(&[route, reason]);
         }
+    }
+
+    /// Count a request that matched no route (refused before routing, or no route found),
+    /// under `route="(none)"`.
+    pub fn observe_unrouted(&self, status: u16) {
+        self.requests
+            .with_label_values(&["(none)", STATUS_CLASSES[status_class(status)]])
+            .inc();
     }
 
     /// Resolve the handles of one route.

@@ -19,10 +19,12 @@ use tokio::signal::unix;
 
 use crate::admin::{self, AdminState};
 use crate::config::{ListenerBehaviour, Loaded};
+use crate::front::Front;
 use crate::inspect::Inspector;
 use crate::kubernetes::{ClusterState, Controller};
 use crate::metrics::Metrics;
 use crate::proxy::accept::{self, Acceptor};
+use crate::proxy::FrontReport;
 use crate::proxy::{handshake, Stitch};
 use crate::runtime::reload::{self, ClusterSource, Reloader, Sources};
 use crate::runtime::{compile, config_hash, Live, Task};
@@ -326,6 +328,12 @@ pub fn build(loaded: Loaded, opts: &RunOptions) -> anyhow::Result<Built> {
         draining: app.draining.clone(),
         release_lease,
     };
+    // Every connection passes the front first (connection limit, first-head deadline and
+    // framing rules, refusals with a body), after any PROXY protocol header was taken off.
+    let report = Arc::new(FrontReport {
+        live: live.clone(),
+        metrics: metrics.clone(),
+    });
     // Listeners that behave alike share one proxy service (one pool of worker threads);
     // h2c is a per-service option in Pingora, the redirect and HSTS are the app's, and the
     // PROXY protocol is read by a wrapper around the app (and a pre-TLS callback).
@@ -352,6 +360,7 @@ pub fn build(loaded: Loaded, opts: &RunOptions) -> anyhow::Result<Built> {
         let mut options = HttpServerOptions::default();
         options.h2c = serve.h2c;
         http.server_options = Some(options);
+        let http = Front::new(http, report.clone());
         if serve.proxy_protocol {
             let acceptor = acceptor
                 .get_or_insert_with(|| Arc::new(Acceptor::new(live.clone(), &metrics)))

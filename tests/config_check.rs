@@ -230,3 +230,17 @@ fn proxy_protocol_needs_trusted_proxies_and_a_sane_timeout() {
     ));
     assert!(ok, "{out}");
 }
+
+/// Found by fuzzing the loader (`fuzz/`): refusals that named no line, or gave no reason.
+#[test]
+fn every_refusal_names_a_line_and_a_reason() {
+    assert_reports("", &["FILE:1: route: no [[route]] is configured"]);
+    assert_reports(
+        &format!("[server]\nthreads = 2\nlisten = []\n\n{ROUTE}"),
+        &["FILE:3: server.listen: at least one listen address is required"],
+    );
+    assert_reports(
+        "[server]\nthreads = 2\n\n[[route]]\npath = \"/\"\nupstream = ",
+        &["FILE:6: route.upstream: TOML syntax error: the value is missing or cut short"],
+    );
+}

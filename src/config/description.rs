@@ -88,6 +88,24 @@ pub struct ServerFile {
     /// protocol header before it is closed.
     #[serde(default = "default_proxy_protocol_timeout")]
     pub proxy_protocol_timeout_ms: At<i64>,
+    /// Client connections open at once; beyond it a new one gets a 503 and is closed.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: At<i64>,
+    /// Milliseconds a new connection has to send its whole first request head (408 after).
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_ms: At<i64>,
+    /// Seconds a kept-alive client connection may wait idle for its next request.
+    #[serde(default = "default_keepalive_timeout")]
+    pub keepalive_timeout_seconds: At<i64>,
+    /// Bytes of a request head, request line and headers (431 beyond).
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: At<i64>,
+    /// Header lines in a request (431 beyond).
+    #[serde(default = "default_max_headers")]
+    pub max_headers: At<i64>,
+    /// Bytes of a request target (414 beyond).
+    #[serde(default = "default_max_uri_bytes")]
+    pub max_uri_bytes: At<i64>,
 }
 
 impl Default for ServerFile {
@@ -105,6 +123,12 @@ impl Default for ServerFile {
             read_buffer_bytes: default_read_buffer(),
             trusted_proxies: Vec::new(),
             proxy_protocol_timeout_ms: default_proxy_protocol_timeout(),
+            max_connections: default_max_connections(),
+            header_timeout_ms: default_header_timeout(),
+            keepalive_timeout_seconds: default_keepalive_timeout(),
+            max_header_bytes: default_max_header_bytes(),
+            max_headers: default_max_headers(),
+            max_uri_bytes: default_max_uri_bytes(),
         }
     }
 }
@@ -332,6 +356,8 @@ pub struct RouteFile {
     /// Keep or make an `X-Request-Id` (on by default).
     #[serde(default = "default_true")]
     pub request_id: bool,
+    /// Largest request body, in bytes (413 beyond); none by default.
+    pub max_body_bytes: Option<At<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -409,6 +435,27 @@ fn default_read_buffer() -> At<i64> {
 /// 5 s, HAProxy's and Envoy's default for the same wait.
 fn default_proxy_protocol_timeout() -> At<i64> {
     At::new_default(5_000)
+}
+/// The request limits follow nginx (60 s to send a request head, 8 KiB request target) and
+/// Envoy (60 KiB of headers, 100 header lines); 60 s idle keep-alive is Pingora's and close to
+/// nginx's 75 s; 10,000 connections hold about 300 MiB at stitch's measured 31 KiB each.
+fn default_max_connections() -> At<i64> {
+    At::new_default(10_000)
+}
+fn default_header_timeout() -> At<i64> {
+    At::new_default(60_000)
+}
+fn default_keepalive_timeout() -> At<i64> {
+    At::new_default(60)
+}
+fn default_max_header_bytes() -> At<i64> {
+    At::new_default(60 * 1024)
+}
+fn default_max_headers() -> At<i64> {
+    At::new_default(100)
+}
+fn default_max_uri_bytes() -> At<i64> {
+    At::new_default(8 * 1024)
 }
 fn default_admin_listen() -> At<String> {
     At::new_default("127.0.0.1:9901".to_string())

@@ -67,11 +67,13 @@ fn describe(
     Ok(desc)
 }
 
-/// Turn byte offsets into lines and sort by line.
+/// Turn byte offsets (and defaults, by their key) into lines and sort by line.
 fn locate(text: &str, mut errors: Vec<ConfigError>) -> Vec<ConfigError> {
     for e in &mut errors {
-        if let Location::Offset(o) = e.at {
-            e.at = Location::Line(line_of(text, o));
+        match e.at {
+            Location::Offset(o) => e.at = Location::Line(line_of(text, o)),
+            Location::Default => e.at = Location::Line(line_of_key(text, &e.key)),
+            _ => {}
         }
     }
     errors.sort_by_key(|e| e.line());
@@ -81,11 +83,51 @@ fn locate(text: &str, mut errors: Vec<ConfigError>) -> Vec<ConfigError> {
 /// Turn a serde/TOML error into a [`ConfigError`] with the line and the key path.
 fn syntax_error(text: &str, e: &toml::de::Error) -> ConfigError {
     let offset = e.span().map(|s| s.start).unwrap_or(0);
+    let message = e.message().trim().replace('\n', " ");
     ConfigError {
         at: Location::Line(line_of(text, offset)),
         key: key_path_at(text, offset),
-        message: e.message().trim().replace('\n', " "),
+        // The TOML parser gives no message for a value cut off by the end of the text.
+        message: if message.is_empty() {
+            "TOML syntax error: the value is missing or cut short".into()
+        } else {
+            message
+        },
     }
+}
+
+/// The line to name for an error whose value has no location of its own (`listen = []`, or
+/// no `[[route]]` at all): the key's line in its table, else the first header of the table
+/// (or of the key itself, for `[[route]]`), else the end of the text, where it is missing.
+pub(crate) fn line_of_key(text: &str, key: &str) -> usize {
+    let path: Vec<&str> = key
+        .split('.')
+        .map(|p| p.split('[').next().unwrap_or(p))
+        .collect();
+    let (leaf, table) = path.split_last().map_or(("", &[][..]), |(l, t)| (*l, t));
+    let (table, whole) = (table.join("."), path.join("."));
+    let mut current = String::new();
+    let mut header = None;
+    for (i, l) in text.lines().enumerate() {
+        let t = l.trim();
+        if t.starts_with('[') {
+            current = t
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            if header.is_none() && (current == whole || current == table) {
+                header = Some(i + 1);
+            }
+        } else if current == table
+            && t.split_once('=').map(|(k, _)| k.trim().trim_matches('"')) == Some(leaf)
+        {
+            return i + 1;
+        }
+    }
+    header.unwrap_or_else(|| text.lines().count().max(1))
 }
 
 /// 1-based line number of a byte offset.

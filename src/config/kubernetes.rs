@@ -443,6 +443,10 @@ fn clone_route(r: &RouteFile, at: &Location) -> RouteFile {
         exact: r.exact,
         forwarded_headers: r.forwarded_headers.clone(),
         request_id: r.request_id,
+        max_body_bytes: r
+            .max_body_bytes
+            .as_ref()
+            .map(|v| At::new(*v.get_ref(), at.clone())),
     }
 }
 
@@ -569,6 +573,7 @@ fn ingress(object: &ObjectRef, ing: &Ingress, names: &Names) -> Result<Contribut
             exact,
             forwarded_headers: None,
             request_id: true,
+            max_body_bytes: None,
         });
         Ok(())
     };
@@ -792,6 +797,7 @@ fn http_route(
                     exact,
                     forwarded_headers: None,
                     request_id: true,
+                    max_body_bytes: None,
                 });
             }
         }

@@ -311,6 +311,11 @@ pub struct ServerSettings {
     pub trusted_proxies: crate::forwarded::TrustedProxies,
     /// How long a `proxy_protocol` listener waits for a connection's header.
     pub proxy_protocol_timeout: Duration,
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    /// Request head limits (431, 414).
+    pub limits: crate::http1::Limits,
 }
 
 impl ServerSettings {
@@ -494,6 +499,8 @@ pub struct Route {
     pub forwarded_headers: Vec<crate::forwarded::ForwardedHeader>,
     /// Keep or make an `X-Request-Id`.
     pub request_id: bool,
+    /// Largest request body (413 beyond).
+    pub max_body_bytes: Option<u64>,
 }
 
 /// The name of the built-in echo upstream.

@@ -65,6 +65,8 @@ pub struct Ctx {
     pub scheme: &'static str,
     /// The request's `X-Request-Id` (absent on routes with `request_id = false`).
     pub request_id: Option<HeaderValue>,
+    /// Request body bytes sent upstream so far (for `max_body_bytes`).
+    pub body_bytes: u64,
     _inflight: InflightGuard,
 }
 
@@ -90,6 +92,7 @@ impl Ctx {
             client: None,
             scheme: "http",
             request_id: None,
+            body_bytes: 0,
         }
     }
 

@@ -234,3 +234,34 @@ fn access_line(session: &Session, ctx: &Ctx, status: u16, elapsed: Duration, idx
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
 }
+
+/// The access log line of a connection refused before a request could be parsed (by the
+/// connection front): no method, path or route, the status and why.
+pub(super) fn refused_line(rt: &Runtime, status: u16, error: &str, elapsed: Duration) {
+    let svc = &rt.service;
+    let line = match rt.access_log.format {
+        AccessLogFormat::Json => serde_json::json!({
+            "time": rfc3339_millis(std::time::SystemTime::now()),
+            "method": "",
+            "path": "",
+            "route": "",
+            "status": status,
+            "duration_ms": elapsed.as_secs_f64() * 1000.0,
+            "error": error,
+            "dd.service": svc.name,
+            "dd.env": svc.env,
+            "dd.version": svc.version,
+        })
+        .to_string(),
+        AccessLogFormat::Text => format!(
+            "{} - - route= status={status} duration_ms={:.3} error={error} dd.service={} dd.env={} dd.version={}",
+            rfc3339_millis(std::time::SystemTime::now()),
+            elapsed.as_secs_f64() * 1000.0,
+            svc.name,
+            svc.env.as_deref().unwrap_or(""),
+            svc.version.as_deref().unwrap_or(""),
+        ),
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+}

@@ -102,6 +102,34 @@ impl Stitch {
     }
 }
 
+/// What the connection front reports to: the live limits, the request counter and the access
+/// log, so a request refused before Pingora parses it is counted and logged like any other.
+pub struct FrontReport {
+    pub live: Arc<Live>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl crate::front::FrontHooks for FrontReport {
+    fn limits(&self) -> crate::front::FrontLimits {
+        let rt = self.live.snapshot();
+        let s = &rt.config.server;
+        crate::front::FrontLimits {
+            max_connections: s.max_connections,
+            header_timeout: s.header_timeout,
+            max_header_bytes: s.limits.max_header_bytes,
+            max_uri_bytes: s.limits.max_uri_bytes,
+        }
+    }
+
+    fn refused(&self, why: crate::front::Early, elapsed: std::time::Duration) {
+        self.metrics.observe_unrouted(why.status());
+        let rt = self.live.snapshot();
+        if rt.access_log.enabled {
+            log::refused_line(&rt, why.status(), why.kind(), elapsed);
+        }
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for Stitch {
     type CTX = Ctx;
@@ -118,6 +146,18 @@ impl ProxyHttp for Stitch {
     /// compression off), which still costs a context allocation and a filter call on every
     /// request; stitch never compresses, so it is left out.
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
+    /// Request head read, before the modules: serve pipelined requests one after the other
+    /// (RFC 9112 §9.3.2) rather than answering the first and dropping the rest, and bound the
+    /// idle wait for this connection's next request.
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        let downstream = session.as_downstream_mut();
+        downstream.set_pipelining_enabled(true);
+        if downstream.get_keepalive().is_some() {
+            downstream.set_keepalive(Some(ctx.rt.config.server.keepalive_timeout.as_secs()));
+        }
+        Ok(())
+    }
 
     /// Request head read: the redirect to HTTPS, or route, CORS preflight, trace plan;
     /// stitch's own answers end here.
@@ -138,17 +178,18 @@ impl ProxyHttp for Stitch {
     /// HTTP/1.1 upstream as a terminator and then writes the terminator again, which
     /// desynchronises the kept-alive connection (cloudflare/pingora#935). The empty last piece
     /// is dropped: the end of the body alone makes Pingora write the one terminator.
+    /// The route's `max_body_bytes` is also counted here, as the body streams.
     async fn request_body_filter(
         &self,
         _session: &mut Session,
         body: &mut Option<bytes::Bytes>,
         end_of_stream: bool,
-        _ctx: &mut Ctx,
+        ctx: &mut Ctx,
     ) -> Result<()> {
         if end_of_stream && body.as_ref().is_some_and(|b| b.is_empty()) {
             *body = None;
         }
-        Ok(())
+        request::count_body(body.as_ref(), ctx)
     }
 
     /// Before connecting: the next healthy server of the route's pool.
@@ -165,6 +206,7 @@ impl ProxyHttp for Stitch {
         ctx: &mut Ctx,
     ) -> Result<()> {
         request::upstream_request(ctx, upstream_request);
+        request::origin_form(upstream_request);
         Ok(())
     }
 
@@ -213,11 +255,7 @@ impl ProxyHttp for Stitch {
         let elapsed = ctx.start.elapsed();
         match ctx.route() {
             Some(route) => route.metrics.observe(status, elapsed.as_secs_f64()),
-            None => self
-                .metrics
-                .requests
-                .with_label_values(&["(none)", if status == 404 { "4xx" } else { "other" }])
-                .inc(),
+            None => self.metrics.observe_unrouted(status),
         }
         if ctx.inspect.on {
             inspect::record(&self.inspector, session, ctx, status, elapsed);

@@ -17,6 +17,7 @@ use crate::config::Target;
 use crate::cors::{self, PreflightDecision, PreflightMode};
 use crate::edge::{self, HeaderEdit, TracePlan};
 use crate::forwarded::{self, Hop};
+use crate::http1;
 use crate::inspect;
 use crate::propagation::{Format, Outcome};
 use crate::request_id;
@@ -43,6 +44,11 @@ pub(super) async fn handle(app: &Stitch, session: &mut Session, ctx: &mut Ctx) -
     ctx.scheme = scheme(session);
     ctx.client = peer_ip(session)
         .map(|peer| forwarded::resolve(peer, &session.req_header().headers, &rt.trusted_proxies));
+    if let Some(refusal) = head_refusal(session, &rt) {
+        let body = error_body(refusal.kind(), refusal.message(), None);
+        refuse(session, ctx, refusal.status(), body).await?;
+        return Ok(true);
+    }
     let found = {
         let req = session.req_header();
         rt.router.find(request_host(req), req.uri.path())
@@ -76,6 +82,13 @@ pub(super) async fn handle(app: &Stitch, session: &mut Session, ctx: &mut Ctx) -
         let (id, outcome) = request_id::decide(&session.req_header().headers);
         rt.request_ids[outcome.index()].inc();
         ctx.request_id = Some(id);
+    }
+    if let Some(max) = route.max_body_bytes {
+        if http1::declared_body_exceeds(&session.req_header().headers, max) {
+            let body = error_body("body_too_large", &body_message(max), Some(&route.name));
+            refuse(session, ctx, 413, body).await?;
+            return Ok(true);
+        }
     }
 
     if let Some(policy) = &route.cors {
@@ -166,6 +179,70 @@ pub(super) async fn handle(app: &Stitch, session: &mut Session, ctx: &mut Ctx) -
         return Ok(true);
     }
     Ok(false)
+}
+
+/// What [`http1::check`] refuses in an HTTP/1 request head: RFC 9112's framing and `Host`
+/// rules that Pingora's parser leaves to the application, and the head size limits.
+fn head_refusal(session: &Session, rt: &Runtime) -> Option<http1::Refusal> {
+    let req = session.req_header();
+    let head = session.as_downstream().as_http1()?.get_headers_raw_bytes();
+    let limits = &rt.config.server.limits;
+    http1::check(
+        req.version,
+        req.raw_path().len(),
+        head.len(),
+        &req.headers,
+        limits,
+    )
+    .err()
+}
+
+fn body_message(max: u64) -> String {
+    format!("the request body is larger than this route's max_body_bytes ({max})")
+}
+
+/// Answer a request stitch will not serve, and close the connection: its body, if any, is
+/// left unread, so the connection cannot carry another request.
+async fn refuse(session: &mut Session, ctx: &mut Ctx, status: u16, body: Vec<u8>) -> Result<()> {
+    session.set_keepalive(None);
+    respond(
+        session,
+        ctx,
+        status,
+        Some("application/json"),
+        body,
+        Vec::new(),
+    )
+    .await
+}
+
+/// A chunk of the request body on its way upstream, counted against the route's
+/// `max_body_bytes` (a chunked body declares no length up front): past it the request fails
+/// with 413, or, when the upstream has already answered, the connection is cut.
+pub(super) fn count_body(body: Option<&bytes::Bytes>, ctx: &mut Ctx) -> Result<()> {
+    let Some(max) = ctx.route().and_then(|r| r.max_body_bytes) else {
+        return Ok(());
+    };
+    ctx.body_bytes += body.map_or(0, |b| b.len() as u64);
+    if ctx.body_bytes > max {
+        return Err(pingora::Error::explain(
+            ErrorType::HTTPStatus(413),
+            body_message(max),
+        ));
+    }
+    Ok(())
+}
+
+/// An absolute-form target (`GET http://host/path`) goes upstream in origin-form: RFC 9112
+/// §3.2.1 has a client send only origin-form to an origin server, and legacy backends expect
+/// it. Pingora keeps the target's bytes for the wire but its `uri` holds only the path (it has
+/// already refused an authority that differs from `Host`); setting that `uri` drops the bytes.
+pub(super) fn origin_form(req: &mut RequestHeader) {
+    let absolute = !matches!(req.raw_path().first(), None | Some(b'/' | b'*' | b'?'));
+    if absolute && req.method != http::Method::CONNECT {
+        let path = req.uri.clone();
+        req.set_uri(path);
+    }
 }
 
 /// Extract, decide and count: the trace plan for a request on `route`.

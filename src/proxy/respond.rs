@@ -242,7 +242,35 @@ pub(super) async fn failure(
         route.and_then(|r| r.cors.as_ref()),
         ctx.allowed_origin.as_ref(),
     );
+    if session
+        .response_written()
+        .is_some_and(|r| r.status.as_u16() >= 200)
+    {
+        // The response has begun: a status or a body written now would be spliced into it,
+        // and a chunked one would end looking whole. Cutting the connection is the only
+        // honest signal left; the client sees the body end short of its framing.
+        if let ErrorSource::Upstream = e.esource() {
+            let (kind, _) = classify(e);
+            ctx.error_kind = Some(kind);
+            ctx.error_message = Some(format!("upstream failed mid-response: {kind}"));
+            if let Some(r) = route_name {
+                app.metrics
+                    .upstream_errors
+                    .with_label_values(&[r, kind])
+                    .inc();
+            }
+        }
+        return 0;
+    }
     let (code, body) = match e.esource() {
+        _ if matches!(e.etype(), ErrorType::HTTPStatus(413)) => (
+            413,
+            error_body(
+                "body_too_large",
+                e.context.as_ref().map_or("", |c| c.as_str()),
+                route_name,
+            ),
+        ),
         ErrorSource::Upstream => {
             let (kind, code) = classify(e);
             ctx.error_kind = Some(kind);

@@ -41,6 +41,8 @@ pub struct RouteRuntime {
     pub forwarded_headers: Vec<ForwardedHeader>,
     /// Keep or make an `X-Request-Id`.
     pub request_id: bool,
+    /// Largest request body (413 beyond).
+    pub max_body_bytes: Option<u64>,
 }
 
 impl RouteRuntime {
@@ -78,6 +80,7 @@ impl RouteRuntime {
             preflights,
             forwarded_headers: r.forwarded_headers.clone(),
             request_id: r.request_id,
+            max_body_bytes: r.max_body_bytes,
         }
     }
 

@@ -71,7 +71,11 @@ pub(super) fn routes(
             exact,
             forwarded_headers,
             request_id,
+            max_body_bytes,
         } = r.get_ref();
+        let max_body_bytes = max_body_bytes
+            .as_ref()
+            .map(|m| p.within(m, &format!("{key}.max_body_bytes"), 0..=i64::MAX, 0) as u64);
         if !path.get_ref().starts_with('/') {
             p.at(
                 path.at(),
@@ -179,6 +183,7 @@ pub(super) fn routes(
                 propagation: profile_idx,
                 forwarded_headers,
                 request_id: *request_id,
+                max_body_bytes,
             });
         }
     }

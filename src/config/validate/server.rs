@@ -24,6 +24,12 @@ pub(super) fn server(p: &mut Problems, s: &ServerFile, now: i64) -> ServerSettin
         read_buffer_bytes,
         trusted_proxies,
         proxy_protocol_timeout_ms,
+        max_connections,
+        header_timeout_ms,
+        keepalive_timeout_seconds,
+        max_header_bytes,
+        max_headers,
+        max_uri_bytes,
     } = s;
     let listeners = super::listener::listeners(p, listen, listener, now);
     let threads = p.within(threads, "server.threads", 1..=1024, 1);
@@ -79,6 +85,39 @@ pub(super) fn server(p: &mut Problems, s: &ServerFile, now: i64) -> ServerSettin
         1..=60_000,
         5_000,
     );
+    let max_connections = p.within(
+        max_connections,
+        "server.max_connections",
+        1..=1_000_000,
+        10_000,
+    );
+    let header_timeout = p.within(
+        header_timeout_ms,
+        "server.header_timeout_ms",
+        100..=3_600_000,
+        60_000,
+    );
+    let keepalive = p.within(
+        keepalive_timeout_seconds,
+        "server.keepalive_timeout_seconds",
+        1..=3600,
+        60,
+    );
+    // Pingora refuses a head over 1 MiB or with more than 256 header lines on its own, with
+    // an empty 400: stitch's limits stay within those.
+    let max_header_bytes = p.within(
+        max_header_bytes,
+        "server.max_header_bytes",
+        1024..=1024 * 1024,
+        60 * 1024,
+    );
+    let max_headers = p.within(max_headers, "server.max_headers", 1..=256, 100);
+    let max_uri_bytes = p.within(
+        max_uri_bytes,
+        "server.max_uri_bytes",
+        64..=1024 * 1024,
+        8 * 1024,
+    );
     ServerSettings {
         listeners,
         threads: threads as usize,
@@ -91,6 +130,14 @@ pub(super) fn server(p: &mut Problems, s: &ServerFile, now: i64) -> ServerSettin
         read_buffer_bytes: read_buffer as usize,
         trusted_proxies: TrustedProxies::new(nets),
         proxy_protocol_timeout: Duration::from_millis(pp_timeout as u64),
+        max_connections: max_connections as usize,
+        header_timeout: Duration::from_millis(header_timeout as u64),
+        keepalive_timeout: Duration::from_secs(keepalive as u64),
+        limits: crate::http1::Limits {
+            max_header_bytes: max_header_bytes as usize,
+            max_headers: max_headers as usize,
+            max_uri_bytes: max_uri_bytes as usize,
+        },
     }
 }
 

@@ -111,13 +111,7 @@ pub(crate) fn line_of_key(text: &str, key: &str) -> usize {
     for (i, l) in text.lines().enumerate() {
         let t = l.trim();
         if t.starts_with('[') {
-            current = t
-                .trim_start_matches('[')
-                .split(']')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_string();
+            current = table_name(t);
             if header.is_none() && (current == whole || current == table) {
                 header = Some(i + 1);
             }
@@ -128,6 +122,17 @@ pub(crate) fn line_of_key(text: &str, key: &str) -> usize {
         }
     }
     header.unwrap_or_else(|| text.lines().count().max(1))
+}
+
+/// The name in a `[table]` or `[[array]]` header line.
+fn table_name(header: &str) -> String {
+    header
+        .trim_start_matches('[')
+        .split(']')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string()
 }
 
 /// 1-based line number of a byte offset.
@@ -150,13 +155,7 @@ pub(crate) fn key_path_at(text: &str, offset: usize) -> String {
     for l in lines.iter().take(idx + 1).rev() {
         let t = l.trim();
         if t.starts_with('[') {
-            table = t
-                .trim_start_matches('[')
-                .split(']')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_string();
+            table = table_name(t);
             break;
         }
     }

@@ -11,7 +11,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{ErrorSource, ErrorType};
 
 use super::inspect::{Capture, Recording};
-use super::respond::{cors_headers, error_body, respond};
+use super::respond::{cors_headers, error_body, respond, respond_error};
 use super::{echo, Ctx, Stitch};
 use crate::config::Target;
 use crate::cors::{self, PreflightDecision, PreflightMode};
@@ -64,15 +64,7 @@ pub(super) async fn handle(app: &Stitch, session: &mut Session, ctx: &mut Ctx) -
             ),
             None,
         );
-        respond(
-            session,
-            ctx,
-            404,
-            Some("application/json"),
-            body,
-            Vec::new(),
-        )
-        .await?;
+        respond_error(session, ctx, 404, body).await?;
         return Ok(true);
     };
     ctx.route = Some(idx);
@@ -139,15 +131,7 @@ pub(super) async fn handle(app: &Stitch, session: &mut Session, ctx: &mut Ctx) -
                         "this origin is not allowed by the route's CORS policy",
                         Some(&route.name),
                     );
-                    respond(
-                        session,
-                        ctx,
-                        403,
-                        Some("application/json"),
-                        body,
-                        Vec::new(),
-                    )
-                    .await?;
+                    respond_error(session, ctx, 403, body).await?;
                     return Ok(true);
                 }
                 PreflightDecision::Forward => {
@@ -205,15 +189,7 @@ fn body_message(max: u64) -> String {
 /// left unread, so the connection cannot carry another request.
 async fn refuse(session: &mut Session, ctx: &mut Ctx, status: u16, body: Vec<u8>) -> Result<()> {
     session.set_keepalive(None);
-    respond(
-        session,
-        ctx,
-        status,
-        Some("application/json"),
-        body,
-        Vec::new(),
-    )
-    .await
+    respond_error(session, ctx, status, body).await
 }
 
 /// A chunk of the request body on its way upstream, counted against the route's

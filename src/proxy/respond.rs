@@ -67,15 +67,7 @@ pub(super) async fn redirect_to_https(
     };
     if host.is_empty() {
         let body = error_body("bad_request", "no Host to redirect to", None);
-        return respond(
-            session,
-            ctx,
-            400,
-            Some("application/json"),
-            body,
-            Vec::new(),
-        )
-        .await;
+        return respond_error(session, ctx, 400, body).await;
     }
     let target = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let location = match port {
@@ -84,18 +76,28 @@ pub(super) async fn redirect_to_https(
     };
     let Ok(location) = HeaderValue::from_str(&location) else {
         let body = error_body("bad_request", "the Host cannot be redirected", None);
-        return respond(
-            session,
-            ctx,
-            400,
-            Some("application/json"),
-            body,
-            Vec::new(),
-        )
-        .await;
+        return respond_error(session, ctx, 400, body).await;
     };
     let extra = vec![("location", location)];
     respond(session, ctx, 308, None, Vec::new(), extra).await
+}
+
+/// Answer with a JSON error body (see [`error_body`]) and no other header.
+pub async fn respond_error(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    status: u16,
+    body: Vec<u8>,
+) -> Result<()> {
+    respond(
+        session,
+        ctx,
+        status,
+        Some("application/json"),
+        body,
+        Vec::new(),
+    )
+    .await
 }
 
 /// A JSON error body: `{"error": kind, "message": text, "route": ...}`.

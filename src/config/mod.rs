@@ -214,7 +214,7 @@ impl Config {
     }
 
     /// Every `ca_file` the config uses (upstreams, then the OTLP exporter).
-    pub fn ca_files(&self) -> impl Iterator<Item = &CaFile> {
+    pub fn ca_files(&self) -> impl Iterator<Item = &PemFile> {
         self.upstreams
             .iter()
             .filter_map(|u| u.ca.as_ref())
@@ -276,7 +276,7 @@ pub struct ExportSettings {
     pub datadog_agent_url: Option<String>,
     pub otlp_endpoint: Option<String>,
     /// CA certificates trusted for an `https://` OTLP endpoint (`export.otlp.ca_file`).
-    pub otlp_ca: Option<CaFile>,
+    pub otlp_ca: Option<PemFile>,
     pub queue_capacity: usize,
     pub batch_size: usize,
     pub flush_interval: Duration,
@@ -406,13 +406,6 @@ pub struct AccessLog {
     pub format: AccessLogFormat,
 }
 
-/// A PEM file of CA certificates, read once when the config is loaded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CaFile {
-    pub path: String,
-    pub pem: Arc<[u8]>,
-}
-
 /// A named pool of upstream servers, chosen round robin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
@@ -426,7 +419,7 @@ pub struct Upstream {
     pub sni: String,
     pub verify_cert: bool,
     /// CA certificates trusted for this upstream (`ca_file`), instead of the system's.
-    pub ca: Option<CaFile>,
+    pub ca: Option<PemFile>,
     pub health_check: Option<Duration>,
     pub resolve_interval: Duration,
     pub protocol: UpstreamProtocol,

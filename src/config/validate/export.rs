@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::Problems;
 use crate::config::description::{DatadogExportFile, ExportFile, OtlpExportFile};
 use crate::config::env::{DEFAULT_AGENT_URL, DEFAULT_OTLP_ENDPOINT};
-use crate::config::{At, CaFile, ExportSettings};
+use crate::config::{At, ExportSettings, PemFile};
 use crate::span::http::Endpoint;
 
 pub(super) fn export(p: &mut Problems, e: &ExportFile) -> ExportSettings {
@@ -51,7 +51,7 @@ pub(super) fn export(p: &mut Problems, e: &ExportFile) -> ExportSettings {
                 return None;
             }
             match super::upstream::read_ca_file(path.get_ref()) {
-                Ok(pem) => Some(CaFile {
+                Ok(pem) => Some(PemFile {
                     path: path.get_ref().clone(),
                     pem,
                 }),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::Problems;
 use crate::config::description::UpstreamFile;
-use crate::config::{At, CaFile, Upstream, UpstreamProtocol, ECHO_UPSTREAM};
+use crate::config::{At, PemFile, Upstream, UpstreamProtocol, ECHO_UPSTREAM};
 
 pub(super) fn upstreams(
     p: &mut Problems,
@@ -82,7 +82,7 @@ fn upstream(p: &mut Problems, name: &str, u: &At<UpstreamFile>) -> Upstream {
             return None;
         }
         match read_ca_file(path.get_ref()) {
-            Ok(pem) => Some(CaFile {
+            Ok(pem) => Some(PemFile {
                 path: path.get_ref().clone(),
                 pem,
             }),

@@ -531,3 +531,63 @@ fn binary_upgrade_under_load_fails_no_request() {
     assert_eq!(get(&new.url("/only-a"), &[]).unwrap().status, 200);
     eprintln!("answers during the upgrade: {a}");
 }
+
+#[test]
+fn the_access_log_and_the_span_export_change_with_a_reload() {
+    // Both are live: turning the access log on prints the next request's line, and a new
+    // exporter address is used by the next spans (an agent that is not there: dropped, counted).
+    let up = Upstream::start();
+    let head = base_config();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stitch.toml");
+    let text = |extra: &str| format!("{}{extra}", config(&head, Which::A, up.addr, up.addr));
+    std::fs::write(&path, text("")).unwrap();
+    let s = Stitch::launch(&path, &["--no-watch"], &[]);
+    assert_eq!(get(&s.url("/only-a?before"), &[]).unwrap().status, 200);
+    let agent = common::dead_addr();
+    write_in_place(
+        &path,
+        &text(&format!(
+            "\n[access_log]\nenabled = true\nformat = \"text\"\n\n[export]\nflush_interval_ms = 50\n\n[export.datadog]\nagent_url = \"http://{agent}\"\n"
+        )),
+    );
+    s.signal("HUP");
+    wait_for(
+        "the reload",
+        Duration::from_secs(10),
+        || (reloads(&s, "success") >= 1.0).then_some(()),
+        || s.stderr(),
+    );
+    assert_eq!(get(&s.url("/only-a"), &[]).unwrap().status, 200);
+    wait_for(
+        "the access log line of the request after the reload",
+        Duration::from_secs(10),
+        || {
+            let out = s.stdout_lines.lock().unwrap();
+            out.iter().any(|l| l.contains("GET /only-a ")).then_some(())
+        },
+        || s.stderr(),
+    );
+    assert!(
+        !s.stdout_lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("before")),
+        "no line for the request before the reload"
+    );
+    wait_for(
+        "the span for the dead agent to be dropped and counted",
+        Duration::from_secs(10),
+        || {
+            let m = s.metrics();
+            m.lines()
+                .any(|l| {
+                    l.starts_with("stitch_spans_dropped_total{exporter=\"datadog\"")
+                        && !l.ends_with(" 0")
+                })
+                .then_some(())
+        },
+        || s.metrics(),
+    );
+}

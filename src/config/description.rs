@@ -301,6 +301,10 @@ pub struct UpstreamFile {
     /// Concurrent requests on one HTTP/2 connection to a server.
     #[serde(default = "default_h2_streams")]
     pub max_h2_streams: At<i64>,
+    /// Send header names to the servers in the case the client wrote them (and pass theirs back
+    /// the same way) rather than lowercase.
+    #[serde(default)]
+    pub preserve_header_case: bool,
     /// Kubernetes Services instead of `servers` (pools made from the cluster; not a TOML key).
     #[serde(skip)]
     pub backends: Vec<crate::config::ServiceBackend>,
@@ -325,6 +329,7 @@ impl UpstreamFile {
             resolve_interval_ms: default_resolve_ms(),
             protocol: None,
             max_h2_streams: default_h2_streams(),
+            preserve_header_case: false,
             backends,
             from_cluster: true,
         }

@@ -425,6 +425,8 @@ pub struct Upstream {
     pub protocol: UpstreamProtocol,
     /// Concurrent streams on one HTTP/2 connection (Pingora's default is 1).
     pub max_h2_streams: usize,
+    /// Header names keep the case they had on the other hop (HTTP/1 only; HTTP/2 lowercases).
+    pub preserve_header_case: bool,
     /// Kubernetes Services whose ready endpoints are the servers (instead of `servers`),
     /// kept current by the controller without recompiling.
     pub backends: Vec<ServiceBackend>,

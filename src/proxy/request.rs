@@ -34,7 +34,8 @@ impl HeaderEdit for RequestHeader {
         self.remove_header(name);
     }
     fn insert(&mut self, name: &'static str, value: HeaderValue) {
-        let _ = self.insert_header(name, value);
+        // The patched insert (vendor/PATCHES.md): a static name is neither parsed nor copied.
+        self.insert_header_static(name, value);
     }
 }
 
@@ -294,7 +295,14 @@ pub(super) fn upstream_request(ctx: &mut Ctx, req: &mut RequestHeader) {
         inspect,
         ..
     } = ctx;
-    let Some(route) = route.and_then(|i| rt.routes.get(i)) else {
+    let Some(idx) = *route else {
+        return;
+    };
+    if !rt.route_keeps_header_case(idx) {
+        // Pingora writes the names it knows title-cased and the others lowercase.
+        req.drop_header_case();
+    }
+    let Some(route) = rt.routes.get(idx) else {
         return;
     };
     if let Some(plan) = trace {
@@ -317,7 +325,7 @@ pub(super) fn upstream_request(ctx: &mut Ctx, req: &mut RequestHeader) {
         forwarded::apply(edits, req);
     }
     if let Some(id) = request_id {
-        let _ = req.insert_header("x-request-id", id.clone());
+        req.insert_header_static("x-request-id", id.clone());
     }
     // A pass-through route rewrites nothing: what it sends are the headers as they came.
     inspect.sent(req);

@@ -17,28 +17,28 @@ pub async fn respond(
     session: &mut Session,
     ctx: &mut Ctx,
     status: u16,
-    content_type: Option<&str>,
+    content_type: Option<&'static str>,
     body: Vec<u8>,
     extra: Vec<(&'static str, HeaderValue)>,
 ) -> Result<()> {
-    let mut resp = ResponseHeader::build(status, Some(4 + extra.len()))?;
+    // stitch's own names: no case map to keep.
+    let mut resp = ResponseHeader::build_no_case(status, Some(4 + extra.len()))?;
     if let Some(hsts) = &ctx.hsts {
-        resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone())?;
+        resp.insert_header_static("strict-transport-security", hsts.clone());
     }
     if let Some(ct) = content_type {
-        resp.insert_header(http::header::CONTENT_TYPE, ct)?;
+        resp.insert_header_static("content-type", HeaderValue::from_static(ct));
     }
     let length = match body.len() {
         0 => HeaderValue::from_static("0"),
         n => HeaderValue::from(n),
     };
-    resp.insert_header(http::header::CONTENT_LENGTH, length)?;
+    resp.insert_header_static("content-length", length);
     for (k, v) in extra {
-        // A `'static` name spares Pingora a copy of it in its case map.
         resp.append_header(k, v)?;
     }
     if let Some(id) = &ctx.request_id {
-        resp.insert_header("x-request-id", id.clone())?;
+        resp.insert_header_static("x-request-id", id.clone());
     }
     ctx.answered = status;
     let head_only = session.req_header().method == http::Method::HEAD;
@@ -188,12 +188,15 @@ pub(super) fn classify(e: &pingora::Error) -> (&'static str, u16) {
 /// Add the request id and the CORS headers of an allowed origin to an upstream's response,
 /// without duplicating any the upstream already sent.
 pub(super) fn decorate(resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
+    if !ctx.route.is_some_and(|i| ctx.rt.route_keeps_header_case(i)) {
+        resp.drop_header_case();
+    }
     if let Some(hsts) = &ctx.hsts {
-        resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone())?;
+        resp.insert_header_static("strict-transport-security", hsts.clone());
     }
     if let Some(id) = &ctx.request_id {
         // The id stitch sent upstream and logged, even if the upstream answered with another.
-        resp.insert_header("x-request-id", id.clone())?;
+        resp.insert_header_static("x-request-id", id.clone());
     }
     let Some(route) = ctx.route() else {
         return Ok(());
@@ -212,7 +215,7 @@ pub(super) fn decorate(resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
             .into_iter()
             .flatten()
         {
-            resp.insert_header(name, value)?;
+            resp.insert_header_static(name, value);
         }
         return Ok(());
     }

@@ -53,6 +53,23 @@ pub struct Runtime {
     pub request_ids: [IntCounter; 3],
 }
 
+impl Runtime {
+    /// Whether some pool wants header names in their original case
+    /// (`upstream.NAME.preserve_header_case`).
+    pub fn keeps_header_case(&self) -> bool {
+        self.config.upstreams.iter().any(|u| u.preserve_header_case)
+    }
+
+    /// Whether the servers of route `route` get (and give back) header names in their
+    /// original case; not for stitch's own answers.
+    pub fn route_keeps_header_case(&self, route: usize) -> bool {
+        match self.routes.get(route).map(|r| r.target) {
+            Some(Target::Pool(pool)) => self.config.upstreams[pool].preserve_header_case,
+            _ => false,
+        }
+    }
+}
+
 /// `stitch_propagation_{extracted,injected}_total` handles by format.
 #[derive(Clone)]
 pub struct FormatCounters {
@@ -167,6 +184,7 @@ pub struct Live {
 
 impl Live {
     pub fn new(rt: Runtime) -> Live {
+        pingora::http::set_preserve_header_case(rt.keeps_header_case());
         Live {
             current: ArcSwap::from_pointee(rt),
         }
@@ -178,8 +196,20 @@ impl Live {
     }
 
     /// Install `rt`; requests already running keep the runtime they took.
+    ///
+    /// Pingora's HTTP/1 reader keeps header-name case only while some pool asks for it. Turned
+    /// on before the swap and off after it, so that no request whose runtime wants the case is
+    /// read without it.
     pub fn swap(&self, rt: Runtime) -> Arc<Runtime> {
-        self.current.swap(Arc::new(rt))
+        let keep = rt.keeps_header_case();
+        if keep {
+            pingora::http::set_preserve_header_case(true);
+        }
+        let old = self.current.swap(Arc::new(rt));
+        if !keep {
+            pingora::http::set_preserve_header_case(false);
+        }
+        old
     }
 }
 

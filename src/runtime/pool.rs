@@ -405,6 +405,7 @@ mod tests {
             backends: Vec::new(),
             protocol: UpstreamProtocol::Http1,
             max_h2_streams: 100,
+            preserve_header_case: false,
         }
     }
 

@@ -41,6 +41,7 @@ fn upstream(p: &mut Problems, name: &str, u: &At<UpstreamFile>) -> Upstream {
         from_cluster: _,
         protocol,
         max_h2_streams,
+        preserve_header_case,
     } = u.get_ref();
     if servers.get_ref().is_empty() && !from_cluster {
         p.at(
@@ -119,6 +120,7 @@ fn upstream(p: &mut Problems, name: &str, u: &At<UpstreamFile>) -> Upstream {
         backends: backends.clone(),
         protocol,
         max_h2_streams,
+        preserve_header_case: *preserve_header_case,
     }
 }
 

@@ -8,6 +8,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
+# The patched pingora-http ([patch.crates-io], vendor/PATCHES.md).
+COPY vendor ./vendor
 RUN cargo build --release --locked --bin stitch
 
 FROM debian:bookworm-slim

@@ -192,7 +192,7 @@ pub fn edits(headers: &[ForwardedHeader], hop: &Hop<'_>, req: &HeaderMap) -> [Op
     let mut out: [Option<Edit>; 4] = Default::default();
     for (slot, h) in out.iter_mut().zip(headers) {
         *slot = match h {
-            ForwardedHeader::XForwardedFor => set(h.name(), &x_forwarded_for(c, req)),
+            ForwardedHeader::XForwardedFor => set(h.name(), x_forwarded_for(c, req)),
             ForwardedHeader::XForwardedProto => {
                 let kept = c.peer_trusted
                     && req.get(X_FORWARDED_PROTO).is_some_and(|v| {
@@ -211,7 +211,7 @@ pub fn edits(headers: &[ForwardedHeader], hop: &Hop<'_>, req: &HeaderMap) -> [Op
                     })
                 }
             }
-            ForwardedHeader::Forwarded => set(h.name(), &forwarded(hop, req)),
+            ForwardedHeader::Forwarded => set(h.name(), forwarded(hop, req)),
         };
     }
     out
@@ -227,8 +227,9 @@ pub fn apply(edits: [Option<Edit>; 4], out: &mut impl HeaderEdit) {
     }
 }
 
-fn set(name: &'static str, value: &str) -> Option<Edit> {
-    HeaderValue::from_str(value)
+/// The value takes over the string's buffer (checked, not copied).
+fn set(name: &'static str, value: String) -> Option<Edit> {
+    HeaderValue::try_from(value)
         .ok()
         .map(|v| Edit::Set(name, v))
 }

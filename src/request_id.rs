@@ -65,8 +65,11 @@ fn uuid_v4(random: u128) -> HeaderValue {
         out[at + 1] = HEX[usize::from(byte & 0xf)];
         at += 2;
     }
-    // Hex digits and dashes are always a valid header value.
-    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    // Hex digits and dashes are always a valid header value. The id is cloned into the
+    // upstream request and the answer: owned by one shared allocation from the start, so a
+    // clone only counts a reference (a copied buffer would allocate again when first cloned).
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(out))
+        .unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use crate::forwarded;
 use crate::inspect::rfc3339_millis;
 use crate::propagation::baggage;
 use crate::runtime::Runtime;
-use crate::span::{EdgeSpan, SpanError, SpanLink};
+use crate::span::{EdgeSpan, HeaderText, SpanError, SpanLink};
 
 /// Record the span and the access log line of a finished request.
 pub(super) fn finish(session: &Session, ctx: &mut Ctx, status: u16, elapsed: Duration) {
@@ -55,11 +55,7 @@ fn edge_span(
     } else {
         req.uri.path().to_string()
     };
-    let header = |name: http::header::HeaderName| {
-        req.headers
-            .get(name)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-    };
+    let header = |name: http::header::HeaderName| req.headers.get(name).map(HeaderText::new);
     let error = if let Some(kind) = ctx.error_kind {
         Some(SpanError {
             kind: kind.to_string(),
@@ -101,7 +97,8 @@ fn edge_span(
         upstream: ctx.upstream.clone(),
         client_addr: ctx.client.map(|c| forwarded::ip_string(c.ip)),
         user_agent: header(http::header::USER_AGENT),
-        origin: c.origin.clone(),
+        // The request ends here: what the context holds moves into the span.
+        origin: c.origin.take(),
         sampling_priority: plan.decision.priority,
         decision_maker: c.tag("_dd.p.dm").map(|s| s.to_string()),
         tags: std::mem::take(&mut c.tags),
@@ -133,15 +130,12 @@ fn edge_span(
         scheme: Some(Cow::Borrowed(ctx.scheme)),
         // HTTP/2 carries the host in `:authority`, which Pingora keeps in the URI.
         host: header(http::header::HOST)
-            .or_else(|| req.uri.authority().map(|a| a.as_str().to_string())),
+            .or_else(|| req.uri.authority().map(|a| HeaderText::from(a.as_str()))),
         baggage: match &c.baggage {
             Some(raw) => baggage::tags(raw.as_bytes(), &route.profile.baggage_tags),
             None => Vec::new(),
         },
-        request_id: ctx
-            .request_id
-            .as_ref()
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+        request_id: ctx.request_id.as_ref().map(HeaderText::new),
     })
 }
 

@@ -181,7 +181,7 @@ fn span_message(span: &EdgeSpan) -> Span {
     if let Some(id) = &span.request_id {
         attrs.push(kv(
             "http.request.header.x-request-id",
-            Value::Strs(&[id.as_str()]),
+            Value::Strs(&[&**id]),
         ));
     }
     address_attributes(

@@ -437,7 +437,10 @@ pub(crate) fn parse_hex16(s: &str) -> Option<u64> {
     parse_hex_lower(s).map(|v| v as u64)
 }
 
-const OUT_CAP: usize = 3072;
+/// Room for every value of the usual request (three formats with a few tags take about 250
+/// bytes); a longer set continues on the heap (`Writer::spill`). Zeroed for each request, so
+/// not larger than needed.
+const OUT_CAP: usize = 1024;
 const MAX_ENTRIES: usize = 16;
 
 /// The bytes behind every injected value: one allocation shared by all header values.

@@ -654,20 +654,21 @@ pub fn decorate_response(policy: &CorsPolicy, origin: &[u8], resp: &mut HeaderMa
 pub fn clean_response_headers(
     policy: &CorsPolicy,
     origin: &HeaderValue,
-) -> [Option<(&'static str, HeaderValue)>; 4] {
+) -> [Option<(&'static HeaderName, HeaderValue)>; 4] {
+    static ALLOW_ORIGIN: HeaderName = ACCESS_CONTROL_ALLOW_ORIGIN;
+    static VARY_NAME: HeaderName = VARY;
+    static ALLOW_CREDENTIALS: HeaderName = ACCESS_CONTROL_ALLOW_CREDENTIALS;
+    static EXPOSE_HEADERS: HeaderName = ACCESS_CONTROL_EXPOSE_HEADERS;
     [
-        Some(("access-control-allow-origin", origin.clone())),
-        Some(("vary", HeaderValue::from_static("Origin"))),
-        policy.allow_credentials.then(|| {
-            (
-                "access-control-allow-credentials",
-                HeaderValue::from_static("true"),
-            )
-        }),
+        Some((&ALLOW_ORIGIN, origin.clone())),
+        Some((&VARY_NAME, HeaderValue::from_static("Origin"))),
+        policy
+            .allow_credentials
+            .then(|| (&ALLOW_CREDENTIALS, HeaderValue::from_static("true"))),
         policy
             .expose_headers_value
             .clone()
-            .map(|v| ("access-control-expose-headers", v)),
+            .map(|v| (&EXPOSE_HEADERS, v)),
     ]
 }
 
@@ -1170,7 +1171,7 @@ mod tests {
                 let mut got = want.clone();
                 decorate_response(&p, origin.as_bytes(), &mut want);
                 for (name, value) in clean_response_headers(&p, &origin).into_iter().flatten() {
-                    got.append(HeaderName::from_static(name), value);
+                    got.append(name.clone(), value);
                 }
                 assert_eq!(got, want, "credentials {credentials}, expose {expose:?}");
             }

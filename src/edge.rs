@@ -146,7 +146,7 @@ pub trait HeaderEdit {
     fn names(&self) -> impl Iterator<Item = &HeaderName>;
     fn remove(&mut self, name: &HeaderName);
     /// Set `name` to `value`, replacing any values it had.
-    fn insert(&mut self, name: &'static str, value: HeaderValue);
+    fn insert(&mut self, name: &'static HeaderName, value: HeaderValue);
 }
 
 impl HeaderEdit for HeaderMap {
@@ -156,8 +156,8 @@ impl HeaderEdit for HeaderMap {
     fn remove(&mut self, name: &HeaderName) {
         HeaderMap::remove(self, name);
     }
-    fn insert(&mut self, name: &'static str, value: HeaderValue) {
-        HeaderMap::insert(self, HeaderName::from_static(name), value);
+    fn insert(&mut self, name: &'static HeaderName, value: HeaderValue) {
+        HeaderMap::insert(self, name.clone(), value);
     }
 }
 
@@ -170,11 +170,10 @@ impl HeaderEdit for HeaderMap {
 /// are held on the stack. (Inserting while the injector hands the values over, then removing,
 /// measured 1.7% more instructions per full-route request.)
 pub fn rewrite(plan: &TracePlan, inject: &[Format], headers: &mut impl HeaderEdit) {
-    let mut written: [Option<(&'static str, HeaderValue)>; 16] = Default::default();
-    let mut overflow: Vec<(&'static str, HeaderValue)> = Vec::new();
+    let mut written: [Option<(&'static HeaderName, HeaderValue)>; 16] = Default::default();
+    let mut overflow: Vec<(&'static HeaderName, HeaderValue)> = Vec::new();
     let mut n = 0;
     propagation::inject_each(&plan.context, plan.span_id, inject, |name, value| {
-        let name: &'static str = name.as_str();
         match written.get_mut(n) {
             Some(slot) => *slot = Some((name, value)),
             None => overflow.push((name, value)),
@@ -187,7 +186,7 @@ pub fn rewrite(plan: &TracePlan, inject: &[Format], headers: &mut impl HeaderEdi
     let mut m = 0;
     for k in headers.names() {
         let k_str = k.as_str();
-        if propagation::is_propagation_name(k_str) && !writes().any(|(w, _)| *w == k_str) {
+        if propagation::is_propagation_name(k_str) && !writes().any(|(w, _)| w.as_str() == k_str) {
             match stale.get_mut(m) {
                 Some(slot) => *slot = Some(k.clone()),
                 None => stale_overflow.push(k.clone()),

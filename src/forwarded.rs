@@ -159,6 +159,22 @@ impl ForwardedHeader {
         }
     }
 
+    /// The name as a `'static` header name, for the patched insert.
+    pub fn header(self) -> &'static HeaderName {
+        static NAMES: [HeaderName; 4] = [
+            HeaderName::from_static("x-forwarded-for"),
+            HeaderName::from_static("x-forwarded-proto"),
+            HeaderName::from_static("x-forwarded-host"),
+            http::header::FORWARDED,
+        ];
+        &NAMES[match self {
+            ForwardedHeader::XForwardedFor => 0,
+            ForwardedHeader::XForwardedProto => 1,
+            ForwardedHeader::XForwardedHost => 2,
+            ForwardedHeader::Forwarded => 3,
+        }]
+    }
+
     pub fn parse(s: &str) -> Option<ForwardedHeader> {
         ForwardedHeader::ALL
             .into_iter()
@@ -180,7 +196,7 @@ pub struct Hop<'a> {
 /// One change [`edits`] makes: set a header (replacing its values) or remove it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Edit {
-    Set(&'static str, HeaderValue),
+    Set(&'static HeaderName, HeaderValue),
     Remove(HeaderName),
 }
 
@@ -192,26 +208,26 @@ pub fn edits(headers: &[ForwardedHeader], hop: &Hop<'_>, req: &HeaderMap) -> [Op
     let mut out: [Option<Edit>; 4] = Default::default();
     for (slot, h) in out.iter_mut().zip(headers) {
         *slot = match h {
-            ForwardedHeader::XForwardedFor => set(h.name(), x_forwarded_for(c, req)),
+            ForwardedHeader::XForwardedFor => set(h.header(), x_forwarded_for(c, req)),
             ForwardedHeader::XForwardedProto => {
                 let kept = c.peer_trusted
                     && req.get(X_FORWARDED_PROTO).is_some_and(|v| {
                         v.as_bytes().eq_ignore_ascii_case(b"https")
                             || v.as_bytes().eq_ignore_ascii_case(b"http")
                     });
-                (!kept).then(|| Edit::Set(h.name(), HeaderValue::from_static(hop.scheme)))
+                (!kept).then(|| Edit::Set(h.header(), HeaderValue::from_static(hop.scheme)))
             }
             ForwardedHeader::XForwardedHost => {
                 if c.peer_trusted && req.contains_key(X_FORWARDED_HOST) {
                     None
                 } else {
                     Some(match hop.host.clone() {
-                        Some(v) => Edit::Set(h.name(), v),
+                        Some(v) => Edit::Set(h.header(), v),
                         None => Edit::Remove(X_FORWARDED_HOST),
                     })
                 }
             }
-            ForwardedHeader::Forwarded => set(h.name(), forwarded(hop, req)),
+            ForwardedHeader::Forwarded => set(h.header(), forwarded(hop, req)),
         };
     }
     out
@@ -228,7 +244,7 @@ pub fn apply(edits: [Option<Edit>; 4], out: &mut impl HeaderEdit) {
 }
 
 /// The value takes over the string's buffer (checked, not copied).
-fn set(name: &'static str, value: String) -> Option<Edit> {
+fn set(name: &'static HeaderName, value: String) -> Option<Edit> {
     HeaderValue::try_from(value)
         .ok()
         .map(|v| Edit::Set(name, v))

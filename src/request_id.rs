@@ -6,6 +6,8 @@
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The same name with a `'static` address, for the inserts that take one.
+pub static X_REQUEST_ID_NAME: HeaderName = X_REQUEST_ID;
 
 /// The longest id kept: Heroku's router bound (20 to 200 characters); a UUID is 36, a W3C
 /// `traceparent` 55.

@@ -46,8 +46,8 @@ impl<H: HeaderEdit> HeaderEdit for Recording<'_, H> {
     fn remove(&mut self, name: &HeaderName) {
         self.headers.remove(name);
     }
-    fn insert(&mut self, name: &'static str, value: HeaderValue) {
-        self.written.push(name, value.as_bytes());
+    fn insert(&mut self, name: &'static HeaderName, value: HeaderValue) {
+        self.written.push(name.as_str(), value.as_bytes());
         self.headers.insert(name, value);
     }
 }

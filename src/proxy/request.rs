@@ -33,7 +33,7 @@ impl HeaderEdit for RequestHeader {
     fn remove(&mut self, name: &HeaderName) {
         self.remove_header(name);
     }
-    fn insert(&mut self, name: &'static str, value: HeaderValue) {
+    fn insert(&mut self, name: &'static HeaderName, value: HeaderValue) {
         // The patched insert (vendor/PATCHES.md): a static name is neither parsed nor copied.
         self.insert_header_static(name, value);
     }
@@ -325,7 +325,7 @@ pub(super) fn upstream_request(ctx: &mut Ctx, req: &mut RequestHeader) {
         forwarded::apply(edits, req);
     }
     if let Some(id) = request_id {
-        req.insert_header_static("x-request-id", id.clone());
+        req.insert_header_static(&request_id::X_REQUEST_ID_NAME, id.clone());
     }
     // A pass-through route rewrites nothing: what it sends are the headers as they came.
     inspect.sent(req);

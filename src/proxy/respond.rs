@@ -11,6 +11,12 @@ use pingora::{ErrorSource, ErrorType};
 
 use super::{Ctx, Stitch};
 use crate::cors::{self, CorsPolicy};
+use crate::request_id::X_REQUEST_ID_NAME;
+
+// Names stitch writes into its answers, with `'static` addresses for the patched insert.
+static HSTS: HeaderName = http::header::STRICT_TRANSPORT_SECURITY;
+static CONTENT_TYPE: HeaderName = http::header::CONTENT_TYPE;
+static CONTENT_LENGTH: HeaderName = http::header::CONTENT_LENGTH;
 
 /// Write a response stitch produces itself and mark it answered.
 pub async fn respond(
@@ -24,21 +30,21 @@ pub async fn respond(
     // stitch's own names: no case map to keep.
     let mut resp = ResponseHeader::build_no_case(status, Some(4 + extra.len()))?;
     if let Some(hsts) = &ctx.hsts {
-        resp.insert_header_static("strict-transport-security", hsts.clone());
+        resp.insert_header_static(&HSTS, hsts.clone());
     }
     if let Some(ct) = content_type {
-        resp.insert_header_static("content-type", HeaderValue::from_static(ct));
+        resp.insert_header_static(&CONTENT_TYPE, HeaderValue::from_static(ct));
     }
     let length = match body.len() {
         0 => HeaderValue::from_static("0"),
         n => HeaderValue::from(n),
     };
-    resp.insert_header_static("content-length", length);
+    resp.insert_header_static(&CONTENT_LENGTH, length);
     for (k, v) in extra {
         resp.append_header(k, v)?;
     }
     if let Some(id) = &ctx.request_id {
-        resp.insert_header_static("x-request-id", id.clone());
+        resp.insert_header_static(&X_REQUEST_ID_NAME, id.clone());
     }
     ctx.answered = status;
     let head_only = session.req_header().method == http::Method::HEAD;
@@ -121,6 +127,7 @@ pub(super) fn cors_headers(
         (Some(p), Some(o)) => cors::clean_response_headers(p, o)
             .into_iter()
             .flatten()
+            .map(|(name, value)| (name.as_str(), value))
             .collect(),
         _ => Vec::new(),
     }
@@ -192,11 +199,11 @@ pub(super) fn decorate(resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
         resp.drop_header_case();
     }
     if let Some(hsts) = &ctx.hsts {
-        resp.insert_header_static("strict-transport-security", hsts.clone());
+        resp.insert_header_static(&HSTS, hsts.clone());
     }
     if let Some(id) = &ctx.request_id {
         // The id stitch sent upstream and logged, even if the upstream answered with another.
-        resp.insert_header_static("x-request-id", id.clone());
+        resp.insert_header_static(&X_REQUEST_ID_NAME, id.clone());
     }
     let Some(route) = ctx.route() else {
         return Ok(());

@@ -260,22 +260,18 @@ impl RequestHeader {
         remove_header(self.header_name_map.as_mut(), &mut self.base.headers, name)
     }
 
-    /// stitch patch: [`Self::insert_header()`] for a name known at compile time and a value
-    /// already built. Nothing is parsed or copied: the name is a static `HeaderName` and, when the
-    /// case is kept, also the case map's entry.
-    ///
-    /// # Panics
-    ///
-    /// Like [`HeaderName::from_static()`], when `name` is not a valid lowercase header name.
-    pub fn insert_header_static(&mut self, name: &'static str, value: HeaderValue) {
-        let header_name = HeaderName::from_static(name);
+    /// stitch patch: [`Self::insert_header()`] for a name that lives for the whole program (a
+    /// `static` made with [`HeaderName::from_static()`]) and a value already built. Nothing is
+    /// parsed or copied: the map's key is a clone of the static name and, when the case is kept,
+    /// the case map's entry is its text.
+    pub fn insert_header_static(&mut self, name: &'static HeaderName, value: HeaderValue) {
         if let Some(name_map) = self.header_name_map.as_mut() {
             name_map.insert(
-                header_name.clone(),
-                CaseHeaderName::from_static(name.as_bytes()),
+                name.clone(),
+                CaseHeaderName::from_static(name.as_str().as_bytes()),
             );
         }
-        self.base.headers.insert(header_name, value);
+        self.base.headers.insert(name.clone(), value);
     }
 
     /// stitch patch: forget the original case of the header names; from now on the names are
@@ -640,22 +636,18 @@ impl ResponseHeader {
         remove_header(self.header_name_map.as_mut(), &mut self.base.headers, name)
     }
 
-    /// stitch patch: [`Self::insert_header()`] for a name known at compile time and a value
-    /// already built. Nothing is parsed or copied: the name is a static `HeaderName` and, when the
-    /// case is kept, also the case map's entry.
-    ///
-    /// # Panics
-    ///
-    /// Like [`HeaderName::from_static()`], when `name` is not a valid lowercase header name.
-    pub fn insert_header_static(&mut self, name: &'static str, value: HeaderValue) {
-        let header_name = HeaderName::from_static(name);
+    /// stitch patch: [`Self::insert_header()`] for a name that lives for the whole program (a
+    /// `static` made with [`HeaderName::from_static()`]) and a value already built. Nothing is
+    /// parsed or copied: the map's key is a clone of the static name and, when the case is kept,
+    /// the case map's entry is its text.
+    pub fn insert_header_static(&mut self, name: &'static HeaderName, value: HeaderValue) {
         if let Some(name_map) = self.header_name_map.as_mut() {
             name_map.insert(
-                header_name.clone(),
-                CaseHeaderName::from_static(name.as_bytes()),
+                name.clone(),
+                CaseHeaderName::from_static(name.as_str().as_bytes()),
             );
         }
-        self.base.headers.insert(header_name, value);
+        self.base.headers.insert(name.clone(), value);
     }
 
     /// stitch patch: forget the original case of the header names; from now on the names are

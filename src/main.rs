@@ -8,8 +8,16 @@ use clap::{Parser, Subcommand};
 
 /// mimalloc instead of glibc malloc: the load profile showed about 14% of CPU per request in
 /// malloc/free (Pingora and stitch together make about 145 allocations per proxied request).
+#[cfg(not(feature = "dhat-heap"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// With `--features dhat-heap`: every allocation is recorded with its call stack, and when the
+/// server stops, `dhat-heap.json` (in the working directory) holds the heap at its largest,
+/// by call site (DHAT's viewer, dh_view.html, reads it). Slow; never for timing.
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static ALLOCATOR: dhat::Alloc = dhat::Alloc;
 
 #[derive(Parser)]
 #[command(
@@ -106,6 +114,8 @@ fn main() -> ExitCode {
 }
 
 fn run(loaded: stitch::config::Loaded, opts: stitch::server::RunOptions) -> ExitCode {
+    #[cfg(feature = "dhat-heap")]
+    let _profiler = dhat::Profiler::new_heap();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,stitch=info"))
         .init();
     let built = match stitch::server::build(loaded, &opts) {

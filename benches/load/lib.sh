@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # benches/load/lib.sh: shell functions shared by benches/load/run and benches/load/instructions
 # (sourced, not run).
 
@@ -18,6 +19,7 @@ PY
 # placeholders from the variables tmp, backend_port, sink_port, proxy_port, stitch_port,
 # admin_port and nofile (the optional arguments override the last two ports).
 fill_template() {
+  # shellcheck disable=SC2154  # tmp is the caller's
   sed -e "s|@TMP@|$tmp|g" -e "s|@BACKEND_PORT@|${backend_port:-}|g" \
       -e "s|@SINK_PORT@|${sink_port:-}|g" -e "s|@PROXY_PORT@|${proxy_port:-}|g" \
       -e "s|@STITCH_PORT@|${3:-${stitch_port:-}}|g" -e "s|@ADMIN_PORT@|${4:-${admin_port:-}}|g" \

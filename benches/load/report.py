@@ -2,7 +2,7 @@
 """benches/load: turn the rounds of one run into the report.
 
 usage: report.py --meta META --rounds CSV --idle JSONL --upstream-view TXT [--profile TXT]
-                 [--paced CSV] --out DIR
+                 [--allocs CSV] [--paced CSV] --out DIR
 
 Writes DIR/latest.md (the table, medians across rounds), DIR/latest.csv (every round),
 DIR/latest.png (chart, drawn by gnuplot), DIR/profile-latest.txt (with --profile), and prints
@@ -17,33 +17,51 @@ import statistics
 import subprocess
 
 # before-*: the same routes served by the --compare-bin binary, each right before its stitch-* twin
-ORDER = ["direct", "nginx", "pingora-bare", "before-plain", "stitch-plain", "before-full", "stitch-full",
-         "nginx-204", "pingora-bare-204", "before-preflight", "stitch-preflight"]
+ORDER = ["direct", "nginx", "haproxy", "caddy", "pingora-bare", "pingap", "before-plain", "stitch-plain",
+         "before-full", "stitch-full", "nginx-204", "haproxy-204", "caddy-204", "pingora-bare-204",
+         "pingap-204", "before-preflight", "stitch-preflight"]
 # ratio columns: every contender against nginx in its mode (before-* and pingora-bare-204 included)
 REFERENCE = {"proxy": "nginx", "preflight": "nginx-204"}
+# the CPU-per-request table against each reference present in the run (column title, contender
+# of each mode)
+PEERS = [("bare Pingora", "pingora-bare", "pingora-bare-204"), ("pingap", "pingap", "pingap-204"),
+         ("nginx", "nginx", "nginx-204"), ("HAProxy", "haproxy", "haproxy-204"),
+         ("Caddy", "caddy", "caddy-204")]
 SHORT = {
     "direct": "direct",
     "nginx": "nginx",
+    "haproxy": "HAProxy",
+    "caddy": "Caddy",
     "pingora-bare": "bare\\nPingora",
+    "pingap": "pingap",
     "before-plain": "before\\nplain",
     "stitch-plain": "stitch\\nplain",
     "before-full": "before\\nfull",
     "stitch-full": "stitch\\nfull",
     "nginx-204": "nginx\\n204",
+    "haproxy-204": "HAProxy\\n204",
+    "caddy-204": "Caddy\\n204",
     "pingora-bare-204": "bare\\n204",
+    "pingap-204": "pingap\\n204",
     "before-preflight": "before\\npreflight",
     "stitch-preflight": "stitch\\npreflight",
 }
 LABEL = {
     "direct": "direct (no proxy)",
     "nginx": "nginx proxy",
+    "haproxy": "HAProxy proxy",
+    "caddy": "Caddy proxy",
     "pingora-bare": "bare Pingora proxy (baseline)",
+    "pingap": "pingap proxy (CORS plugin, OpenTelemetry on)",
     "before-plain": "stitch plain route, before ({compare})",
     "stitch-plain": "stitch plain route",
     "before-full": "stitch full route, before ({compare})",
     "stitch-full": "stitch full route",
     "nginx-204": "preflight: nginx return 204",
+    "haproxy-204": "preflight: HAProxy 204",
+    "caddy-204": "preflight: Caddy 204",
     "pingora-bare-204": "preflight: bare Pingora 204 (baseline)",
+    "pingap-204": "preflight: pingap's CORS plugin",
     "before-preflight": "preflight: stitch at the edge, before ({compare})",
     "stitch-preflight": "preflight: stitch at the edge",
 }
@@ -93,6 +111,42 @@ def paced_table(path):
     return "\n".join(lines)
 
 
+def allocations(path):
+    """Heap allocations per request by contender, from run's allocs.csv (--profile)."""
+    out = {}
+    for r in csv.DictReader(open(path)):
+        if int(r["requests"]):
+            out[r["contender"]] = (int(r["total"]) / int(r["requests"]), r["counted"])
+    return out
+
+
+def peers_table(names, per, modes, table, label, allocs):
+    """CPU per request of each contender against each reference of its mode present in the run
+    (the reference's CPU per request ÷ this one's, taken round by round, then the median), with
+    the allocations per request beside it."""
+    refs = [p for p in PEERS if p[1] in per or p[2] in per]
+    head = "| contender | proxy CPU µs/req | heap allocations/req | " + " | ".join(
+        f"{title} CPU/req ÷ this" for title, _, _ in refs) + " |"
+    lines = [head, "|" + "---|" * (3 + len(refs))]
+    for n in names:
+        if table[n]["cpu"] is None:
+            continue
+        cells = []
+        for _, proxy_ref, preflight_ref in refs:
+            ref = proxy_ref if modes[n] == "proxy" else preflight_ref
+            if ref not in per:
+                cells.append("–")
+                continue
+            ratio = med([per[ref][i]["cpu"] / per[n][i]["cpu"] for i in per[n]
+                         if i in per[ref] and per[n][i]["cpu"] and per[ref][i]["cpu"]])
+            cells.append(fmt(ratio, ".2f"))
+        a = allocs.get(n)
+        alloc = "–" if a is None else fmt(a[0], ".1f") + (" (Go)" if a[1] == "go" else "")
+        lines.append("| {} | {} | {} | {} |".format(label[n], fmt(table[n]["cpu"], ".1f"), alloc,
+                                                   " | ".join(cells)))
+    return "\n".join(lines)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--meta", required=True)
@@ -100,6 +154,7 @@ def main():
     ap.add_argument("--idle", required=True)
     ap.add_argument("--upstream-view", required=True)
     ap.add_argument("--profile")
+    ap.add_argument("--allocs")
     ap.add_argument("--paced")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
@@ -175,6 +230,8 @@ def main():
             pct(t["busy"]), f"{pct(t['core1'])} ({pct(t['irq1'])})", pct(t["core0"]),
             fmt(t["rss"], ".1f"), fmt(t["rps_ratio"], ".2f"), fmt(t["cpu_ratio"], ".2f"), t["errors"]))
     table_md = "\n".join(lines)
+    allocs = allocations(a.allocs) if a.allocs else {}
+    peers_md = peers_table(names, per, modes, table, label, allocs)
 
     idle = [json.loads(l) for l in open(a.idle) if l.strip()]
     idle_md = ""
@@ -206,6 +263,16 @@ def main():
            "Peak RSS is VmHWM, reset before each run. Ratios are taken within each round, then the "
            "median: req/s ÷ nginx ≥ 1 and nginx CPU/req ÷ this ≥ 1 mean at least as good as nginx "
            "(preflights compare with nginx's `return 204`).", "", table_md, ""]
+    md += ["## CPU per request against each reference", "",
+           "Each reference's CPU per request ÷ this contender's, taken within each round, then the "
+           "median: above 1 means cheaper than that reference. Preflights compare with the "
+           "references' own preflight answers. Heap allocations per request come from the extra "
+           "runs of `--profile`: calls to malloc, calloc and realloc (glibc's, and mimalloc's in "
+           "stitch and the bare baseline) by every thread of the proxy; nginx and HAProxy allocate "
+           "most of their memory from their own pools, which call malloc only to grow; Caddy's "
+           "figure (Go) is the Go runtime's count of heap objects." + (
+               "" if allocs else " This run had no `--profile`, so no allocation counts."),
+           "", peers_md, ""]
     steal = med([t["steal"] for t in table.values()])
     if steal is not None and steal >= 1:
         md += [f"Hypervisor steal time during the runs (both CPUs, median): {steal:.0f}%.", ""]
@@ -235,6 +302,8 @@ def main():
 
     print()
     print(table_md)
+    print()
+    print(peers_md)
     if paced_md:
         print()
         print(paced_md)
@@ -254,7 +323,9 @@ def draw_chart(names, table, out):
         for i, n in enumerate(names):
             t = table[n]
             color = ("0x888888" if n == "direct" else "0x2e8b57" if n.startswith("nginx")
+                     else "0x6b8e23" if n.startswith(("haproxy", "caddy"))
                      else "0xd08a2a" if n.startswith("pingora-bare")
+                     else "0x9a4fb0" if n.startswith("pingap")
                      else "0x8fb3e8" if n.startswith("before-") else "0x1f5fbf")
             f.write('{} "{}" {} {} {} {}\n'.format(
                 i, SHORT[n],

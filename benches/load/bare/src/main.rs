@@ -3,6 +3,12 @@
 //! preflight (any OPTIONS request) is answered at the edge with a fixed 204, as stitch answers
 //! it, so the benchmark also shows Pingora's floor for a response that never goes upstream.
 //!
+//! It matches stitch where stitch's choices are not stitch's own work: the same global allocator
+//! (mimalloc, as in stitch's `main.rs`), the same downstream modules (none: stitch leaves out
+//! Pingora's response-compression module) and, from benches/load/run, the same 4 KiB client read
+//! buffer (`BARE_L4_READ`, stitch's default `read_buffer_bytes`). So the ratio of the two
+//! measures what stitch adds.
+//!
 //! Settings from the environment: `BARE_LISTEN` and `BARE_UPSTREAM` (`IP:port`), `BARE_THREADS`
 //! (default 1), `BARE_L4_READ` / `BARE_L4_WRITE` (the listener's L4 buffer sizes in bytes; unset:
 //! Pingora's defaults, 64 KiB read and 1460 bytes write).
@@ -17,6 +23,9 @@ use pingora::proxy::{http_proxy_service, ProxyHttp, Session};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::upstreams::peer::HttpPeer;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Bare {
     upstream: String,
 }
@@ -26,6 +35,9 @@ impl ProxyHttp for Bare {
     type CTX = ();
 
     fn new_ctx(&self) {}
+
+    /// No downstream modules, as in stitch (Pingora's default is its compression module).
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
     /// OPTIONS: a fixed preflight answer (the request's Origin echoed), written here and never
     /// forwarded; everything else goes on to the upstream.

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::BytesMut;
+use futures::FutureExt;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as L4Stream;
@@ -415,8 +416,9 @@ async fn read_head(stream: &mut Stream, max: usize) -> Result<Option<BytesMut>, 
 /// Wait between two requests of a kept-alive connection for the first byte of the next one, as
 /// Pingora waits for a head (`HttpSession::read_request`): at most `keepalive` seconds (0: no
 /// limit) and not past the end of the service. `None` closes the connection: the client left,
-/// stayed idle too long, or the server is stopping. The byte comes back in a buffer of the size
-/// Pingora would read a head into, to become the start of the next session's.
+/// stayed idle too long, or the server is stopping. The byte, and what came with it, come back
+/// in a buffer of the size Pingora would read a head into, to become the start of the next
+/// session's.
 async fn next_request(
     stream: &mut Stream,
     keepalive: u64,
@@ -443,6 +445,11 @@ async fn next_request(
     }
     let mut head = BytesMut::with_capacity(HEAD_BUFFER);
     head.extend_from_slice(&first[..n]);
+    // What else has come already (mostly the rest of the head, out of the read buffer the one
+    // byte was read through), without waiting: Pingora then parses the head as it is instead
+    // of parsing one byte and reading again. A read that would wait is dropped; the end of the
+    // stream or an error here, Pingora's next read meets again.
+    let _ = stream.read_buf(&mut head).now_or_never();
     Some(head)
 }
 

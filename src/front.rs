@@ -5,21 +5,32 @@
 //! cut off with a 408, where Pingora's per-read timeout would never fire), and refuses a first
 //! head Pingora would refuse with an empty 400 or rewrite (a malformed request line is
 //! percent-encoded by Pingora into another target) with a short JSON body saying why, counted
-//! in `stitch_requests_total` and logged like every other request. Then it hands the bytes
-//! back to the stream and Pingora serves the connection as usual.
+//! in `stitch_requests_total` and logged like every other request. Then it hands the bytes to
+//! Pingora as the start of its parse buffer and Pingora serves the request.
 //!
-//! Only a connection's first head passes here: Pingora keeps later requests of a kept-alive
-//! connection to itself (pipelined bytes included), so those meet stitch's own checks in
-//! `request_filter` and Pingora's parser, and the idle keep-alive timeout between them.
+//! Only a connection's first head passes these checks: later requests of a kept-alive
+//! connection (pipelined bytes included) meet stitch's own checks in `request_filter` and
+//! Pingora's parser. But the front runs the keep-alive loop itself, the way Pingora's HTTP
+//! app does (`pingora-core/src/apps/mod.rs`), with one difference: between two requests the
+//! connection waits for the first byte of the next one holding nothing but its stream. Pingora
+//! would start the next request at once and wait inside it, holding the request's whole state
+//! (its future, about 12 KiB, and a 4 KiB head buffer) for as long as the client stays idle;
+//! here those exist only while a request is being served. The wait keeps Pingora's rules: the
+//! keep-alive timeout the last request set, the end of the service, and no wait at all when
+//! the client has already sent the next request (pipelined bytes read with the last one).
+//! HTTP/2 connections are Pingora's loop as before.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use pingora::apps::ServerApp;
+use bytes::BytesMut;
+use futures::FutureExt;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as L4Stream;
-use pingora::protocols::Stream;
+use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -303,19 +314,96 @@ impl<A> Front<A> {
     }
 }
 
+impl<A> Front<A>
+where
+    A: HttpServerApp + Send + Sync + 'static,
+{
+    /// Serve HTTP/1 requests until the connection closes: Pingora's keep-alive loop
+    /// (`HttpServerApp for T` in `pingora-core/src/apps/mod.rs`), with the idle wait between two
+    /// requests taken out of the request ([`next_request`]). `head` is what the front already
+    /// read of the first request. A session only ever lives inside the request's own future,
+    /// never in this one, which stays for the connection's life.
+    async fn serve_http1(
+        self: &Arc<Self>,
+        stream: Stream,
+        head: Option<BytesMut>,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let first = self.first_session(stream, head, shutdown);
+        let mut reused = self.inner.process_new_http(first, shutdown).await?;
+        loop {
+            let (mut stream, settings) = reused.consume();
+            let mut next = None;
+            if let Some(s) = &settings {
+                if let (false, Some(keepalive)) = (s.has_pipelined_prefix(), s.keepalive_timeout())
+                {
+                    next = Some(next_request(&mut stream, keepalive, shutdown).await?);
+                }
+            }
+            let session = next_session(stream, settings, next);
+            reused = self.inner.process_new_http(session, shutdown).await?;
+        }
+    }
+
+    /// A connection's first session, set up as Pingora sets one up: keep-alive 60 s (stitch's
+    /// `early_request_filter` then sets its own), none once the service is stopping.
+    fn first_session(
+        &self,
+        stream: Stream,
+        head: Option<BytesMut>,
+        shutdown: &ShutdownWatch,
+    ) -> ServerSession {
+        let mut session = ServerSession::new_http1(stream);
+        session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+        session.set_keepalive_reuses_remaining(
+            self.inner
+                .server_options()
+                .and_then(|o| o.keepalive_request_limit),
+        );
+        if let Some(head) = head {
+            session.set_pipelined_prefix(head);
+        }
+        session
+    }
+}
+
+/// The session of a kept-alive connection's next request: what the last one left
+/// (`settings`: keep-alive, the user context, pipelined bytes), or the first byte
+/// [`next_request`] waited for.
+fn next_session(
+    stream: Stream,
+    settings: Option<HttpPersistentSettings>,
+    first: Option<BytesMut>,
+) -> ServerSession {
+    let mut session = ServerSession::new_http1(stream);
+    if let Some(s) = settings {
+        s.apply_to_session(&mut session);
+    }
+    if let Some(first) = first {
+        session.set_pipelined_prefix(first);
+    }
+    session
+}
+
 /// The first line of the HTTP/2 connection preface (RFC 9113 §3.4).
 const H2_PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0\r\n";
 
-/// Read until the first head is complete; `Ok(None)` when the client leaves first.
-async fn read_head(stream: &mut Stream, max: usize) -> Result<Option<Vec<u8>>, Early> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 4096];
+/// The first read of a request head: 4 KiB, as Pingora's own (`INIT_HEADER_BUF_SIZE`).
+const HEAD_BUFFER: usize = 4096;
+
+/// Read until the first head is complete; `Ok(None)` when the client leaves first. The bytes go
+/// straight into a heap buffer, which becomes Pingora's parse buffer: a read buffer on the
+/// stack would stay in the connection's future, and so in memory, as long as the connection.
+async fn read_head(stream: &mut Stream, max: usize) -> Result<Option<BytesMut>, Early> {
+    let mut buf = BytesMut::with_capacity(HEAD_BUFFER);
     loop {
-        let n = match stream.read(&mut chunk).await {
+        if buf.len() == buf.capacity() {
+            buf.reserve(HEAD_BUFFER);
+        }
+        match stream.read_buf(&mut buf).await {
             Ok(0) | Err(_) => return Ok(None),
-            Ok(n) => n,
-        };
-        buf.extend_from_slice(&chunk[..n]);
+            Ok(_) => {}
+        }
         if head_end(&buf).is_some() {
             return Ok(Some(buf));
         }
@@ -325,10 +413,50 @@ async fn read_head(stream: &mut Stream, max: usize) -> Result<Option<Vec<u8>>, E
     }
 }
 
+/// Wait between two requests of a kept-alive connection for the first byte of the next one, as
+/// Pingora waits for a head (`HttpSession::read_request`): at most `keepalive` seconds (0: no
+/// limit) and not past the end of the service. `None` closes the connection: the client left,
+/// stayed idle too long, or the server is stopping. The byte, and what came with it, come back
+/// in a buffer of the size Pingora would read a head into, to become the start of the next
+/// session's.
+async fn next_request(
+    stream: &mut Stream,
+    keepalive: u64,
+    shutdown: &ShutdownWatch,
+) -> Option<BytesMut> {
+    let mut first = [0u8; 1];
+    let mut stopping = shutdown.clone();
+    let read = async {
+        match keepalive {
+            0 => stream.read(&mut first).await.ok(),
+            s => tokio::time::timeout(Duration::from_secs(s), stream.read(&mut first))
+                .await
+                .ok()?
+                .ok(),
+        }
+    };
+    let n = tokio::select! {
+        biased;
+        n = read => n?,
+        _ = stopping.wait_for(|stop| *stop) => return None,
+    };
+    if n == 0 {
+        return None;
+    }
+    let mut head = BytesMut::with_capacity(HEAD_BUFFER);
+    head.extend_from_slice(&first[..n]);
+    // What else has come already (mostly the rest of the head, out of the read buffer the one
+    // byte was read through), without waiting: Pingora then parses the head as it is instead
+    // of parsing one byte and reading again. A read that would wait is dropped; the end of the
+    // stream or an error here, Pingora's next read meets again.
+    let _ = stream.read_buf(&mut head).now_or_never();
+    Some(head)
+}
+
 #[async_trait]
 impl<A> ServerApp for Front<A>
 where
-    A: ServerApp + Send + Sync + 'static,
+    A: HttpServerApp + Send + Sync + 'static,
 {
     async fn process_new(
         self: &Arc<Self>,
@@ -338,7 +466,16 @@ where
         let start = Instant::now();
         let limits = self.hooks.limits();
         if !stream.as_any().is::<L4Stream>() {
-            // Not a plain TCP stream (a TLS listener, a test double): no bytes can be handed back.
+            // A TLS stream (or a test double): the first head is Pingora's to read and check.
+            // HTTP/2, chosen by ALPN, and anything but TLS are Pingora's loop as before.
+            let http1 = stream.get_ssl_digest().is_some()
+                && !matches!(
+                    stream.selected_alpn_proto(),
+                    Some(ALPN::H2 | ALPN::Custom(_))
+                );
+            if http1 {
+                return self.serve_http1(stream, None, shutdown).await;
+            }
             return self.inner.process_new(stream, shutdown).await;
         }
         let Some(_slot) = Slot::take(&self.open, limits.max_connections) else {
@@ -363,23 +500,22 @@ where
             Ok(Ok(None)) => return None,
             Ok(Ok(Some(buf))) => buf,
         };
+        if buf.starts_with(H2_PREFACE_LINE) {
+            // The HTTP/2 connection preface (h2c with prior knowledge) is not an HTTP/1 head:
+            // Pingora's loop peeks at it again and reads the HTTP/2 framing that follows.
+            let Ok(mut l4) = stream.into_any().downcast::<L4Stream>() else {
+                return None; // checked above
+            };
+            l4.rewind(&buf);
+            drop(buf); // the stream has its own copy; this one must not stay in the future
+            return self.inner.process_new(l4, shutdown).await;
+        }
         let end = head_end(&buf).unwrap_or(buf.len());
-        // The HTTP/2 connection preface (h2c with prior knowledge) is not an HTTP/1 head: the
-        // HTTP/2 framing that follows is Pingora's to read.
-        let checked = if buf.starts_with(H2_PREFACE_LINE) {
-            Ok(())
-        } else {
-            check_head(&buf[..end], &limits)
-        };
-        if let Err(why) = checked {
+        if let Err(why) = check_head(&buf[..end], &limits) {
             self.refuse(&mut stream, why, start).await;
             return None;
         }
-        let Ok(mut l4) = stream.into_any().downcast::<L4Stream>() else {
-            return None; // checked above
-        };
-        l4.rewind(&buf);
-        self.inner.process_new(l4, shutdown).await
+        self.serve_http1(stream, Some(buf), shutdown).await
     }
 
     async fn cleanup(&self) {

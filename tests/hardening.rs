@@ -538,6 +538,9 @@ enum Step {
     Send(Vec<u8>),
     /// Wait for an interim `100 Continue` (at most [`WAIT`]) before the next step.
     AwaitContinue,
+    /// Wait for the answer to what was sent (at most [`WAIT`]), so the connection is idle
+    /// between two requests before the next step.
+    AwaitReply,
 }
 
 /// Send a row's bytes, read up to one answer per meant request, then tell open from closed.
@@ -551,7 +554,7 @@ fn exchange(addr: SocketAddr, row: &Row) -> Answer {
     for step in &row.send {
         match step {
             Step::Send(bytes) => c.send(bytes),
-            Step::AwaitContinue => match c.next() {
+            Step::AwaitContinue | Step::AwaitReply => match c.next() {
                 Read1::Reply(r) if r.status < 200 => a.interim.push(r.status),
                 Read1::Reply(r) => a.replies.push(r),
                 Read1::Eof => {
@@ -684,6 +687,17 @@ fn rows() -> Vec<Row> {
         row("body_then_request", "a POST body followed at once by the next request", b"POST /a HTTP/1.1\r\nHost: h.test\r\nContent-Length: 3\r\n\r\nabcGET /b HTTP/1.1\r\nHost: h.test\r\n\r\n", &["POST /a body=3", "GET /b body=0"], PIPELINE),
         row("chunked_then_request", "a chunked body followed at once by the next request", b"POST /a HTTP/1.1\r\nHost: h.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /b HTTP/1.1\r\nHost: h.test\r\n\r\n", &["POST /a body=3", "GET /b body=0"], PIPELINE),
     ];
+    rows.push(Row {
+        case: "pipelined_after_idle",
+        what: "a GET and its answer, then two GETs in one write",
+        send: vec![
+            Step::Send(b"GET /a HTTP/1.1\r\nHost: h.test\r\n\r\n".to_vec()),
+            Step::AwaitReply,
+            Step::Send(b"GET /b HTTP/1.1\r\nHost: h.test\r\n\r\nGET /c HTTP/1.1\r\nHost: h.test\r\n\r\n".to_vec()),
+        ],
+        meant: vec!["GET /a body=0".into(), "GET /b body=0".into(), "GET /c body=0".into()],
+        want: PIPELINE,
+    });
     rows.push(Row {
         case: "expect_continue",
         what: "`Expect: 100-continue`, the body sent after the interim answer (or 3 s)",

@@ -15,12 +15,13 @@ mod common;
 #[path = "common/peers.rs"]
 mod peers;
 
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{base_config, get, metric, KeepAlive, Response, Stitch, Upstream};
 use peers::{free_ports, wait_for};
@@ -487,6 +488,22 @@ fn a_change_that_needs_a_restart_applies_the_rest_and_names_the_keys() {
     );
 }
 
+/// One request on a new keep-alive connection, then idle; the thread ends when the connection
+/// closes, with what was read and when it closed.
+fn idle_connection(proxy: SocketAddr) -> thread::JoinHandle<(String, Instant)> {
+    let mut c = TcpStream::connect(proxy).unwrap();
+    c.write_all(b"GET /only-a HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    thread::spawn(move || {
+        let mut read = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = c.read(&mut buf) {
+            read.extend_from_slice(&buf[..n]);
+        }
+        (String::from_utf8_lossy(&read).into_owned(), Instant::now())
+    })
+}
+
 #[test]
 fn binary_upgrade_under_load_fails_no_request() {
     let up = named_upstream("a");
@@ -506,6 +523,10 @@ fn binary_upgrade_under_load_fails_no_request() {
 
     let load = Load::start(old.proxy, 8, false);
     load.wait_answers(50, "the first answers", &old);
+    // A kept-alive connection that made one request and then idles: the old process closes it
+    // when it stops serving (Pingora's close timeout after the hand-over), not only when it
+    // exits, so the client reconnects to the new process.
+    let idle = idle_connection(old.proxy);
     // The new binary waits for the sockets; the old one hands them over on SIGQUIT.
     let new = thread::spawn({
         let path = path.clone();
@@ -521,10 +542,18 @@ fn binary_upgrade_under_load_fails_no_request() {
     old.signal("QUIT");
     let new = new.join().expect("the new process started");
     let exited = old.wait_exit(Duration::from_secs(30));
+    let exited_at = Instant::now();
     assert!(
         exited.is_some(),
         "the old process did not exit; stderr:\n{}",
         old.stderr()
+    );
+    let (answer, closed_at) = idle.join().expect("the idle connection's reader");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        closed_at + Duration::from_secs(2) < exited_at,
+        "the idle connection was closed {:?} before the old process exited",
+        exited_at.saturating_duration_since(closed_at)
     );
     load.wait_answers(200, "answers from the new process", &new);
     let (a, _) = load.finish_without_failures();

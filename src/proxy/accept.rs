@@ -112,19 +112,22 @@ impl Acceptor {
     }
 }
 
-/// Read until the bytes hold a whole header; what follows it is put back for HTTP.
+/// Read until the bytes hold a whole header; what follows it is put back for HTTP. The bytes go
+/// straight into a heap buffer: a read buffer on the stack would stay in the connection's
+/// future, and so in memory, for as long as the connection.
 async fn read_header(stream: &mut L4Stream) -> Result<Header, proxy_protocol::Error> {
     let mut buf = Vec::with_capacity(256);
-    let mut chunk = [0u8; 512];
     loop {
+        if buf.len() == buf.capacity() {
+            buf.reserve(256);
+        }
         let n = stream
-            .read(&mut chunk)
+            .read_buf(&mut buf)
             .await
             .map_err(|_| proxy_protocol::Error::Missing)?;
         if n == 0 {
             return Err(proxy_protocol::Error::Missing);
         }
-        buf.extend_from_slice(&chunk[..n]);
         if let Parsed::Header(h) = proxy_protocol::parse(&buf)? {
             stream.rewind(&buf[h.len..]);
             return Ok(h);

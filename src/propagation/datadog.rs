@@ -228,6 +228,24 @@ fn tag_ok(k: &str, v: &str) -> bool {
         && v.bytes().all(value_char_ok)
 }
 
+/// Whether the tags value [`write_tags`] would make is over the limit, so that no
+/// `x-datadog-tags` goes out and the span gets `_dd.propagation_error=inject_max_size` (spec §1,
+/// size limit and propagation errors).
+pub fn tags_too_long(ctx: &TraceContext) -> bool {
+    let mut len = if ctx.trace_id_high() != 0 {
+        "_dd.p.tid=".len() + 16
+    } else {
+        0
+    };
+    for (k, v) in ctx.tags.iter().filter(|(k, v)| tag_ok(k, v)) {
+        len += usize::from(len > 0) + k.len() + 1 + v.len();
+        if len > MAX_TAGS_LEN {
+            return true;
+        }
+    }
+    false
+}
+
 /// Write the tags value; returns false (and writes nothing) when it would exceed the limit.
 fn write_tags(ctx: &TraceContext, w: &mut Writer) -> bool {
     let start = w.pos();
@@ -567,6 +585,26 @@ mod tests {
         let mut h = HeaderMap::new();
         inject(ctx, span, &mut h);
         h
+    }
+
+    /// §1: `tags_too_long` (what the edge span reports as `inject_max_size`) says exactly when
+    /// the injector leaves the tags header out, on both sides of the limit, with and without
+    /// the `_dd.p.tid` that counts toward it.
+    #[test]
+    fn tags_too_long_agrees_with_the_injector() {
+        for high in [0u128, B_HIGH] {
+            for filler in 440..540 {
+                let mut c = TraceContext::new_root(high | 99);
+                c.set_tag("_dd.p.dm", "-4");
+                c.set_tag("_dd.p.big", &"v".repeat(filler - "_dd.p.big=".len()));
+                let sent = injected(&c, 1).contains_key("x-datadog-tags");
+                assert_eq!(
+                    tags_too_long(&c),
+                    !sent,
+                    "high {high:x}, filler {filler}: sent {sent}"
+                );
+            }
+        }
     }
 
     #[test]

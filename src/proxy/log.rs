@@ -11,7 +11,7 @@ use super::Ctx;
 use crate::config::AccessLogFormat;
 use crate::forwarded;
 use crate::inspect::rfc3339_millis;
-use crate::propagation::baggage;
+use crate::propagation::{baggage, datadog, Format};
 use crate::runtime::Runtime;
 use crate::span::{EdgeSpan, HeaderText, SpanError, SpanLink};
 
@@ -83,6 +83,14 @@ fn edge_span(
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(0);
     let c = &mut plan.context;
+    // The Datadog headers went out without their tags (spec §1): the span says why, unless the
+    // incoming context already had an error of its own.
+    if c.propagation_error.is_none()
+        && route.profile.inject.contains(&Format::Datadog)
+        && datadog::tags_too_long(c)
+    {
+        c.propagation_error = Some("inject_max_size".to_owned());
+    }
     Some(EdgeSpan {
         trace_id: c.trace_id,
         span_id: plan.span_id,

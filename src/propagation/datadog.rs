@@ -14,7 +14,8 @@
 //!   dropped with `malformed_tid <value>` and the id stays 64-bit; `_dd.p.dm` must be `-N`
 //!   with N ≤ 255, else it is dropped with `decoding_error` and the other tags are kept.
 //! - Inject: low half in decimal, `_dd.p.tid` only when the high half is non-zero, the tags
-//!   header is left out when it would exceed 512 bytes. Unlike dd-trace-py, a
+//!   header is left out when it would exceed 512 bytes (and the edge span then carries
+//!   `_dd.propagation_error=inject_max_size`, see [`tags_too_long`]). Unlike dd-trace-py, a
 //!   propagation error on the incoming context does not suppress the tags we still have.
 
 use http::{HeaderMap, HeaderName, HeaderValue};

@@ -139,7 +139,7 @@ pub fn explain(
             String::from_utf8_lossy(id.as_bytes()),
             request_id::Outcome::LABELS[outcome.index()]
         );
-        sent.insert(request_id::X_REQUEST_ID, id);
+        sent.insert(request_id::X_REQUEST_ID.clone(), id);
     }
     let client = client.map(|c| c.ip);
 

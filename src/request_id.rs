@@ -5,9 +5,8 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-/// The same name with a `'static` address, for the inserts that take one.
-pub static X_REQUEST_ID_NAME: HeaderName = X_REQUEST_ID;
+/// A `static` (not a `const`): the patched insert takes a name with a `'static` address.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The longest id kept: Heroku's router bound (20 to 200 characters); a UUID is 36, a W3C
 /// `traceparent` 55.
@@ -41,7 +40,7 @@ pub fn is_valid(v: &[u8]) -> bool {
 
 /// The request's id and how it came about.
 pub fn decide(headers: &HeaderMap) -> (HeaderValue, Outcome) {
-    let mut values = headers.get_all(X_REQUEST_ID).iter();
+    let mut values = headers.get_all(&X_REQUEST_ID).iter();
     match (values.next(), values.next()) {
         (Some(v), None) if is_valid(v.as_bytes()) => (v.clone(), Outcome::Kept),
         (None, _) => (generate(), Outcome::Generated),
@@ -81,7 +80,7 @@ mod tests {
     fn headers(values: &[&[u8]]) -> HeaderMap {
         let mut m = HeaderMap::new();
         for v in values {
-            m.append(X_REQUEST_ID, HeaderValue::from_bytes(v).unwrap());
+            m.append(X_REQUEST_ID.clone(), HeaderValue::from_bytes(v).unwrap());
         }
         m
     }

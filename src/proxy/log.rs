@@ -13,7 +13,7 @@ use crate::forwarded;
 use crate::inspect::rfc3339_millis;
 use crate::propagation::{baggage, datadog, Format};
 use crate::runtime::Runtime;
-use crate::span::{EdgeSpan, HeaderText, SpanError, SpanLink};
+use crate::span::{EdgeSpan, SpanError, SpanLink, SpanText};
 
 /// Record the span and the access log line of a finished request.
 pub(super) fn finish(session: &Session, ctx: &mut Ctx, status: u16, elapsed: Duration) {
@@ -55,7 +55,7 @@ fn edge_span(
     } else {
         req.uri.path().to_string()
     };
-    let header = |name: http::header::HeaderName| req.headers.get(name).map(HeaderText::new);
+    let header = |name: http::header::HeaderName| req.headers.get(name).map(SpanText::new);
     let error = if let Some(kind) = ctx.error_kind {
         Some(SpanError {
             kind: kind.to_string(),
@@ -138,12 +138,12 @@ fn edge_span(
         scheme: Some(Cow::Borrowed(ctx.scheme)),
         // HTTP/2 carries the host in `:authority`, which Pingora keeps in the URI.
         host: header(http::header::HOST)
-            .or_else(|| req.uri.authority().map(|a| HeaderText::from(a.as_str()))),
+            .or_else(|| req.uri.authority().map(|a| SpanText::from(a.as_str()))),
         baggage: match &c.baggage {
             Some(raw) => baggage::tags(raw.as_bytes(), &route.profile.baggage_tags),
             None => Vec::new(),
         },
-        request_id: ctx.request_id.as_ref().map(HeaderText::new),
+        request_id: ctx.request_id.as_ref().map(SpanText::new),
     })
 }
 

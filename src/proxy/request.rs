@@ -325,7 +325,7 @@ pub(super) fn upstream_request(ctx: &mut Ctx, req: &mut RequestHeader) {
         forwarded::apply(edits, req);
     }
     if let Some(id) = request_id {
-        req.insert_header_static(&request_id::X_REQUEST_ID_NAME, id.clone());
+        req.insert_header_static(&request_id::X_REQUEST_ID, id.clone());
     }
     // A pass-through route rewrites nothing: what it sends are the headers as they came.
     inspect.sent(req);

@@ -11,7 +11,7 @@ use pingora::{ErrorSource, ErrorType};
 
 use super::{Ctx, Stitch};
 use crate::cors::{self, CorsPolicy};
-use crate::request_id::X_REQUEST_ID_NAME;
+use crate::request_id::X_REQUEST_ID;
 
 // Names stitch writes into its answers, with `'static` addresses for the patched insert.
 static HSTS: HeaderName = http::header::STRICT_TRANSPORT_SECURITY;
@@ -44,7 +44,7 @@ pub async fn respond(
         resp.append_header(k, v)?;
     }
     if let Some(id) = &ctx.request_id {
-        resp.insert_header_static(&X_REQUEST_ID_NAME, id.clone());
+        resp.insert_header_static(&X_REQUEST_ID, id.clone());
     }
     ctx.answered = status;
     let head_only = session.req_header().method == http::Method::HEAD;
@@ -203,7 +203,7 @@ pub(super) fn decorate(resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
     }
     if let Some(id) = &ctx.request_id {
         // The id stitch sent upstream and logged, even if the upstream answered with another.
-        resp.insert_header_static(&X_REQUEST_ID_NAME, id.clone());
+        resp.insert_header_static(&X_REQUEST_ID, id.clone());
     }
     let Some(route) = ctx.route() else {
         return Ok(());

@@ -65,44 +65,44 @@ pub const TRACER_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// which counts a reference instead of copying), and always valid UTF-8: a value that is not
 /// is replaced, once, by its lossy rendering.
 #[derive(Clone, PartialEq, Eq)]
-pub struct HeaderText(::http::HeaderValue);
+pub struct SpanText(::http::HeaderValue);
 
-impl HeaderText {
-    pub fn new(v: &::http::HeaderValue) -> HeaderText {
+impl SpanText {
+    pub fn new(v: &::http::HeaderValue) -> SpanText {
         if std::str::from_utf8(v.as_bytes()).is_ok() {
-            return HeaderText(v.clone());
+            return SpanText(v.clone());
         }
         let lossy = String::from_utf8_lossy(v.as_bytes());
         // The replacement character is obs-text, which a header value may hold.
-        HeaderText(
+        SpanText(
             ::http::HeaderValue::from_str(&lossy)
                 .unwrap_or_else(|_| ::http::HeaderValue::from_static("")),
         )
     }
 }
 
-impl std::ops::Deref for HeaderText {
+impl std::ops::Deref for SpanText {
     type Target = str;
     fn deref(&self) -> &str {
         std::str::from_utf8(self.0.as_bytes()).unwrap_or_default()
     }
 }
 
-impl std::fmt::Debug for HeaderText {
+impl std::fmt::Debug for SpanText {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         std::fmt::Debug::fmt(&**self, f)
     }
 }
 
-impl std::fmt::Display for HeaderText {
+impl std::fmt::Display for SpanText {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self)
     }
 }
 
-impl From<&str> for HeaderText {
-    fn from(s: &str) -> HeaderText {
-        HeaderText::new(
+impl From<&str> for SpanText {
+    fn from(s: &str) -> SpanText {
+        SpanText::new(
             &::http::HeaderValue::from_str(s)
                 .unwrap_or_else(|_| ::http::HeaderValue::from_static("")),
         )
@@ -135,7 +135,7 @@ pub struct EdgeSpan {
     pub upstream: Option<Arc<str>>,
     /// Client address (IP, optionally with port).
     pub client_addr: Option<String>,
-    pub user_agent: Option<HeaderText>,
+    pub user_agent: Option<SpanText>,
     /// `_dd.origin`, e.g. `rum`.
     pub origin: Option<String>,
     pub sampling_priority: i32,
@@ -157,12 +157,12 @@ pub struct EdgeSpan {
     /// `"http"` or `"https"` as the client used it.
     pub scheme: Option<Cow<'static, str>>,
     /// Host the client asked for (`Host` / `:authority`), optionally with a port.
-    pub host: Option<HeaderText>,
+    pub host: Option<SpanText>,
     /// Baggage members the route's profile tags the span with (`baggage_tags`): key without
     /// the `baggage.` prefix the encoders add, value percent-decoded and bounded.
     pub baggage: Vec<(String, String)>,
     /// The request's `X-Request-Id`.
-    pub request_id: Option<HeaderText>,
+    pub request_id: Option<SpanText>,
 }
 
 /// A span link (from the merge step, e.g. `terminated_context`).
@@ -347,13 +347,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn header_text_is_the_value_or_its_lossy_rendering() {
+    fn span_text_is_the_value_or_its_lossy_rendering() {
         let plain = ::http::HeaderValue::from_static("Mozilla/5.0 (X11)");
-        assert_eq!(&*HeaderText::new(&plain), "Mozilla/5.0 (X11)");
+        assert_eq!(&*SpanText::new(&plain), "Mozilla/5.0 (X11)");
         let utf8 = ::http::HeaderValue::from_bytes("agent-\u{e9}".as_bytes()).unwrap();
-        assert_eq!(&*HeaderText::new(&utf8), "agent-\u{e9}");
+        assert_eq!(&*SpanText::new(&utf8), "agent-\u{e9}");
         let latin1 = ::http::HeaderValue::from_bytes(b"agent-\xe9").unwrap();
-        assert_eq!(&*HeaderText::new(&latin1), "agent-\u{fffd}");
+        assert_eq!(&*SpanText::new(&latin1), "agent-\u{fffd}");
     }
 
     #[test]
